@@ -1,0 +1,223 @@
+"""The five Project I digit-pair classifiers in Flax Linen, mirrored layer for layer in torch.
+
+Contract shared with `torch_reference.models`: a model applied to x of shape (B, 2, 14, 14) on
+the raw 0..255 scale returns `(logit, aux)`: `logit` (B,) is the comparison logit (target 1 when
+digit 0 <= digit 1), `aux` is (B, 2, 10) digit logits for the `*_aux` models and None otherwise.
+
+    variables = model.init({"params": key}, x, train=False)
+    (logit, aux), updates = model.apply(variables, x, train=True,
+                                        rngs={"dropout": key}, mutable=["batch_stats"])
+    logit, aux = model.apply(variables, x, train=False)
+
+Layout: the input arrives NCHW (as the course's tensors); convolutional models transpose to NHWC
+at their entry, so the first Dense after the convolutions sees features flattened in (H, W, C)
+order where torch flattens (C, H, W). Submodule names equal the torch attribute names.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+__all__ = [
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "MODELS",
+    "create_model",
+    "has_aux",
+    "normalize",
+    "param_count",
+]
+
+# The usual MNIST pixel statistics (on the 0..1 scale); the same constants in torch_reference.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+# torch defaults: BatchNorm momentum 0.1 (Flax counts the other way: 1 - 0.1), eps 1e-5.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def normalize(x: jax.Array) -> jax.Array:
+    """Raw 0..255 pixels to zero-mean, unit-variance inputs, the same float ops as in torch."""
+    return (x / 255.0 - MNIST_MEAN) / MNIST_STD
+
+
+def _torch_bias_init(fan_in: int) -> Callable[..., jax.Array]:
+    # torch's default bias init U(-1/sqrt(fan_in), 1/sqrt(fan_in)) needs fan_in, which Flax's
+    # bias initializers are not given: bind it here.
+    bound = 1.0 / math.sqrt(fan_in)
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+# torch's default weight init, kaiming_uniform(a=sqrt(5)), is U(-1/sqrt(fan_in), 1/sqrt(fan_in)):
+# variance_scaling(1/3, fan_in, uniform) draws from U(-sqrt(3 * (1/3) / fan_in), +...), the same.
+_torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
+    return nn.Dense(
+        features,
+        kernel_init=_torch_kernel_init,
+        bias_init=_torch_bias_init(fan_in),
+        name=name,
+    )
+
+
+def _conv(features: int, in_channels: int, name: str) -> nn.Conv:
+    # 3x3, stride 1, padding 1 (torch `Conv2d(in, out, 3, padding=1)`): spatial size kept.
+    return nn.Conv(
+        features,
+        kernel_size=(3, 3),
+        padding=((1, 1), (1, 1)),
+        kernel_init=_torch_kernel_init,
+        bias_init=_torch_bias_init(in_channels * 9),
+        name=name,
+    )
+
+
+def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
+    # use_fast_variance=False: E[(x - mean)^2] like torch, not E[x^2] - mean^2 (less cancellation).
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        use_fast_variance=False,
+        name=name,
+    )
+
+
+def _max_pool(x: jax.Array) -> jax.Array:
+    # torch MaxPool2d(2): 2x2 windows, stride 2, floor (14 -> 7 -> 3).
+    return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+class MLP(nn.Module):
+    """Fully connected on the flattened pair (392): Dense-BN-ReLU-Dropout twice, then 1 logit."""
+
+    hidden: tuple[int, ...] = (128, 64)
+    dropout: float = 0.4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
+        x = normalize(x).reshape(x.shape[0], -1)  # NCHW flatten: same order as torch
+        for i, features in enumerate(self.hidden, start=1):
+            x = _dense(features, x.shape[-1], f"fc{i}")(x)
+            x = nn.relu(_batch_norm(train, f"bn{i}")(x))
+            x = nn.Dropout(self.dropout, deterministic=not train)(x)
+        logit = _dense(1, x.shape[-1], f"fc{len(self.hidden) + 1}")(x)
+        return logit[:, 0], None
+
+
+class ConvFeatures(nn.Module):
+    """Two conv blocks (3x3 conv, BN, ReLU, 2x2 max pool) and a Dense-BN-ReLU layer.
+
+    Input NHWC (N, 14, 14, C); output (N, hidden). Shared by `cnn` (C=2, both digits as
+    channels) and the Siamese branch (C=1, one digit).
+    """
+
+    channels: tuple[int, int] = (32, 64)
+    hidden: int = 100
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        c1, c2 = self.channels
+        x = _max_pool(nn.relu(_batch_norm(train, "bn1")(_conv(c1, x.shape[-1], "conv1")(x))))
+        x = _max_pool(nn.relu(_batch_norm(train, "bn2")(_conv(c2, c1, "conv2")(x))))
+        x = x.reshape(x.shape[0], -1)  # (N, 3*3*c2) in (H, W, C) order
+        x = _dense(self.hidden, x.shape[-1], "fc1")(x)
+        return nn.relu(_batch_norm(train, "bn3")(x))
+
+
+class CNN(nn.Module):
+    """The report's LegacyCNN: both digits as 2 channels, dropout before the final classifier.
+
+    With `aux`, a 20-way head on the same features gives two 10-way digit classifications.
+    """
+
+    aux: bool = False
+    dropout: float = 0.4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
+        x = jnp.transpose(normalize(x), (0, 2, 3, 1))  # NCHW -> NHWC
+        h = ConvFeatures(name="features")(x, train)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        logit = _dense(1, h.shape[-1], "fc_out")(h)[:, 0]
+        if not self.aux:
+            return logit, None
+        digits = _dense(20, h.shape[-1], "fc_aux")(h).reshape(-1, 2, 10)
+        return logit, digits
+
+
+class DigitBranch(nn.Module):
+    """One digit (N, 14, 14, 1) to 10 digit logits: ConvFeatures, dropout, Dense(10)."""
+
+    dropout: float = 0.4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        h = ConvFeatures(name="features")(x, train)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return _dense(10, h.shape[-1], "fc_out")(h)
+
+
+class Siamese(nn.Module):
+    """Weight sharing: one DigitBranch (one parameter set) applied to each digit, 20 -> head -> 1.
+
+    Both digits go through the branch as ONE batch of 2B images, so BatchNorm sees all 2B digits
+    and updates its running statistics once per step (torch_reference does the same).
+    With `aux` the branch outputs are also returned as digit logits (B, 2, 10).
+    """
+
+    aux: bool = False
+    dropout: float = 0.4
+    head_hidden: int = 64
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
+        b = x.shape[0]
+        # (B, 2, 14, 14) -> (2B, 14, 14, 1): digits of a pair stay adjacent, no transpose needed.
+        digits = normalize(x).reshape(2 * b, 14, 14, 1)
+        d = DigitBranch(self.dropout, name="branch")(digits, train)  # (2B, 10)
+        h = d.reshape(b, 20)
+        h = _dense(self.head_hidden, 20, "head_fc1")(h)
+        h = nn.relu(_batch_norm(train, "head_bn")(h))
+        logit = _dense(1, self.head_hidden, "head_fc2")(h)[:, 0]
+        return logit, (d.reshape(b, 2, 10) if self.aux else None)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "siamese": Siamese,
+    "cnn_aux": functools.partial(CNN, aux=True),
+    "siamese_aux": functools.partial(Siamese, aux=True),
+}
+
+
+def create_model(name: str, **hparams: Any) -> nn.Module:
+    """The registered model `name` (see MODELS); hparams such as `dropout` go to its constructor."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name](**hparams)
+
+
+def has_aux(name: str) -> bool:
+    """Whether the model returns digit logits (and is trained with the auxiliary loss)."""
+    return name.endswith("_aux")
+
+
+def param_count(params: Any) -> int:
+    """Number of scalars in a parameter pytree (BatchNorm running statistics are not parameters)."""
+    return sum(int(p.size) for p in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,166 @@
+"""The five Project I digit-pair classifiers in torch, mirrored layer for layer in jaxdl.models.
+
+Same contract as `jaxdl.models`: `model(x)` with x (B, 2, 14, 14) on the raw 0..255 scale returns
+`(logit (B,), aux)`, aux being (B, 2, 10) digit logits for the `*_aux` models, else None.
+Train/eval mode via `model.train()` / `model.eval()`. Attribute names equal the Flax submodule
+names; layers use torch's default initialisation, which jaxdl.models reproduces in distribution.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "MODELS",
+    "create_model",
+    "has_aux",
+    "normalize",
+    "param_count",
+]
+
+# Must equal jaxdl.models.MNIST_MEAN / MNIST_STD (a test checks).
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """Raw 0..255 pixels to zero-mean, unit-variance inputs, the same float ops as in jaxdl."""
+    return (x / 255.0 - MNIST_MEAN) / MNIST_STD
+
+
+class MLP(nn.Module):
+    """Fully connected on the flattened pair (392): Linear-BN-ReLU-Dropout twice, then 1 logit."""
+
+    def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.4):
+        super().__init__()
+        self.hidden = tuple(hidden)
+        sizes = (392, *self.hidden)
+        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
+            setattr(self, f"fc{i}", nn.Linear(n_in, n_out))
+            setattr(self, f"bn{i}", nn.BatchNorm1d(n_out))
+        setattr(self, f"fc{len(self.hidden) + 1}", nn.Linear(sizes[-1], 1))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x = normalize(x).reshape(x.shape[0], -1)
+        for i in range(1, len(self.hidden) + 1):
+            x = getattr(self, f"fc{i}")(x)
+            x = self.dropout(F.relu(getattr(self, f"bn{i}")(x)))
+        logit = getattr(self, f"fc{len(self.hidden) + 1}")(x)
+        return logit[:, 0], None
+
+
+class ConvFeatures(nn.Module):
+    """Two conv blocks (3x3 conv, BN, ReLU, 2x2 max pool) and a Linear-BN-ReLU layer.
+
+    Input NCHW (N, C, 14, 14); output (N, hidden).
+    """
+
+    def __init__(self, in_channels: int, channels: tuple[int, int] = (32, 64), hidden: int = 100):
+        super().__init__()
+        c1, c2 = channels
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
+        self.bn1 = nn.BatchNorm2d(c1)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
+        self.bn2 = nn.BatchNorm2d(c2)
+        self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
+        self.bn3 = nn.BatchNorm1d(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        x = x.reshape(x.shape[0], -1)  # (N, c2*3*3) in (C, H, W) order
+        return F.relu(self.bn3(self.fc1(x)))
+
+
+class CNN(nn.Module):
+    """The report's LegacyCNN: both digits as 2 channels, dropout before the final classifier.
+
+    With `aux`, a 20-way head on the same features gives two 10-way digit classifications.
+    """
+
+    def __init__(self, aux: bool = False, dropout: float = 0.4):
+        super().__init__()
+        self.aux = aux
+        self.features = ConvFeatures(in_channels=2)
+        self.dropout = nn.Dropout(dropout)
+        self.fc_out = nn.Linear(100, 1)
+        if aux:
+            self.fc_aux = nn.Linear(100, 20)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        h = self.dropout(self.features(normalize(x)))
+        logit = self.fc_out(h)[:, 0]
+        if not self.aux:
+            return logit, None
+        return logit, self.fc_aux(h).reshape(-1, 2, 10)
+
+
+class DigitBranch(nn.Module):
+    """One digit (N, 1, 14, 14) to 10 digit logits: ConvFeatures, dropout, Linear(10)."""
+
+    def __init__(self, dropout: float = 0.4):
+        super().__init__()
+        self.features = ConvFeatures(in_channels=1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc_out = nn.Linear(100, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc_out(self.dropout(self.features(x)))
+
+
+class Siamese(nn.Module):
+    """Weight sharing: one DigitBranch (one parameter set) applied to each digit, 20 -> head -> 1.
+
+    Both digits go through the branch as ONE batch of 2B images (BatchNorm statistics over all
+    2B digits, one running-statistics update per step), exactly as in jaxdl.
+    """
+
+    def __init__(self, aux: bool = False, dropout: float = 0.4, head_hidden: int = 64):
+        super().__init__()
+        self.aux = aux
+        self.branch = DigitBranch(dropout)
+        self.head_fc1 = nn.Linear(20, head_hidden)
+        self.head_bn = nn.BatchNorm1d(head_hidden)
+        self.head_fc2 = nn.Linear(head_hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        b = x.shape[0]
+        d = self.branch(normalize(x).reshape(2 * b, 1, 14, 14))  # (2B, 10)
+        h = F.relu(self.head_bn(self.head_fc1(d.reshape(b, 20))))
+        logit = self.head_fc2(h)[:, 0]
+        return logit, (d.reshape(b, 2, 10) if self.aux else None)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "mlp": MLP,
+    "cnn": CNN,
+    "siamese": Siamese,
+    "cnn_aux": functools.partial(CNN, aux=True),
+    "siamese_aux": functools.partial(Siamese, aux=True),
+}
+
+
+def create_model(name: str, **hparams: Any) -> nn.Module:
+    """The registered model `name` (see MODELS); hparams such as `dropout` go to its constructor."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+    return MODELS[name](**hparams)
+
+
+def has_aux(name: str) -> bool:
+    """Whether the model returns digit logits (and is trained with the auxiliary loss)."""
+    return name.endswith("_aux")
+
+
+def param_count(model: nn.Module) -> int:
+    """Number of trainable scalars (BatchNorm running statistics are buffers, not counted)."""
+    return sum(p.numel() for p in model.parameters())
