@@ -1,0 +1,167 @@
+"""jaxdl.models and torch_reference.models compute the same outputs and BatchNorm statistics."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import torch_reference.models as tmodels
+from jaxdl import convert, models
+from parity_tests.compare import assert_close, to_numpy
+from parity_tests.conftest import FLOAT32, Precision
+
+MODEL_NAMES = list(models.MODELS)
+BATCH = 8
+MOMENTUM = 0.1  # torch's BatchNorm momentum; Flax's is 1 - 0.1
+
+
+def pair_inputs(batch: int, seed: int, dtype: type = np.float32) -> np.ndarray:
+    """Random pairs on the data's grid: 2x2 means of 0..255 integers are multiples of 1/4."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 4 * 255 + 1, (batch, 2, 14, 14)) / 4).astype(dtype)
+
+
+def torch_model(name: str, precision: Precision, seed: int, dropout: float = 0.0) -> nn.Module:
+    """A torch_reference model in `precision` with non-trivial running statistics."""
+    torch.manual_seed(seed)
+    model = tmodels.create_model(name, dropout=dropout).to(precision.torch)
+    gen = torch.Generator().manual_seed(seed + 1)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            # Away from the (0, 1) initial values, so eval mode really uses stored statistics
+            # and a swapped mean/var or a missed layer shows.
+            shape, dtype = module.running_mean.shape, precision.torch
+            module.running_mean.copy_(torch.rand(shape, generator=gen, dtype=dtype) - 0.5)
+            module.running_var.copy_(torch.rand(shape, generator=gen, dtype=dtype) + 0.5)
+            module.weight.data.copy_(torch.rand(shape, generator=gen, dtype=dtype) + 0.5)
+            module.bias.data.copy_(torch.rand(shape, generator=gen, dtype=dtype) - 0.5)
+            module.num_batches_tracked.fill_(7)
+    return model
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_every_model_has_a_conversion_layout(name: str) -> None:
+    assert set(convert.FLATTENED_CONV_INPUTS) == set(models.MODELS)
+    assert name in convert.FLATTENED_CONV_INPUTS
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_converted_tree_matches_flax_init(name: str) -> None:
+    # Same paths, shapes and dtypes as the Flax model's own variables: no layer missed or renamed.
+    x = pair_inputs(2, 0)
+    init = models.create_model(name).init({"params": jax.random.key(0)}, x, train=False)
+    converted = convert.torch_to_flax(torch_model(name, FLOAT32, 0).state_dict(), name)
+    shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), converted)
+    assert shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), dict(init))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_round_trip_torch_flax_torch_is_identity(name: str, precision: Precision) -> None:
+    state = torch_model(name, precision, 1).state_dict()
+    back = convert.flax_to_torch(
+        convert.torch_to_flax(state, name),
+        name,
+        num_batches_tracked=convert.num_batches_tracked(state),
+    )
+    assert back.keys() == state.keys()
+    for key, tensor in state.items():
+        assert back[key].dtype == tensor.dtype, key
+        assert torch.equal(back[key], tensor), key  # bit for bit
+    tmodels.create_model(name).to(precision.torch).load_state_dict(back, strict=True)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_round_trip_flax_torch_flax_is_identity(name: str) -> None:
+    x = pair_inputs(2, 0)
+    variables = models.create_model(name).init({"params": jax.random.key(3)}, x, train=False)
+    back = convert.torch_to_flax(convert.flax_to_torch(variables, name), name)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, back, dict(variables))
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_eval_outputs_agree(name: str, precision: Precision) -> None:
+    tmodel = torch_model(name, precision, 2).eval()
+    variables = convert.torch_to_flax(tmodel.state_dict(), name)
+    x = pair_inputs(BATCH, 2, precision.numpy)
+    with torch.no_grad():
+        expected = tmodel(torch.from_numpy(x))
+    actual = models.create_model(name, dropout=0.0).apply(variables, x, train=False)
+    assert_close(actual, expected, precision.tol, check="eval outputs")
+
+
+def _bn_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
+    """n of each BatchNorm (values per channel it normalises over), recorded in a forward pass."""
+    counts: dict[str, int] = {}
+    hooks = []
+    for path, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+
+            def record(mod: nn.Module, args: tuple, path: str = path) -> None:
+                counts[path] = args[0].numel() // args[0].shape[1]
+
+            hooks.append(module.register_forward_pre_hook(record))
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    return counts
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_train_outputs_and_running_statistics_agree(name: str, precision: Precision) -> None:
+    tmodel = torch_model(name, precision, 3)
+    variables = convert.torch_to_flax(tmodel.state_dict(), name)
+    x = pair_inputs(BATCH, 3, precision.numpy)
+    counts = _bn_counts(tmodel.eval(), torch.from_numpy(x))
+    tmodel.train()
+    with torch.no_grad():
+        expected = tmodel(torch.from_numpy(x))  # batch statistics, dropout 0
+    actual, updates = models.create_model(name, dropout=0.0).apply(
+        variables, x, train=True, mutable=["batch_stats"]
+    )
+    assert_close(actual, expected, precision.tol, check="train outputs")
+
+    torch_stats = convert.torch_to_flax(tmodel.state_dict(), name)["batch_stats"]
+    flax_stats = to_numpy(updates["batch_stats"])
+    old_stats = to_numpy(variables["batch_stats"])
+    means = {p: s["mean"] for p, s in _by_path(flax_stats).items()}
+    torch_means = {p: s["mean"] for p, s in _by_path(torch_stats).items()}
+    assert_close(means, torch_means, precision.tol, check="running mean after 1 step")
+    # The running variances genuinely differ: torch adds 0.1 * the unbiased batch variance,
+    # Flax 0.1 * the biased one. Undo exactly the n/(n-1) factor on the Flax side and they agree.
+    corrected = {
+        p: convert.biased_to_unbiased(s["var"], _by_path(old_stats)[p]["var"], counts[p], MOMENTUM)
+        for p, s in _by_path(flax_stats).items()
+    }
+    torch_vars = {p: s["var"] for p, s in _by_path(torch_stats).items()}
+    assert_close(corrected, torch_vars, precision.tol, check="running var after 1 step (n/(n-1))")
+    # ... and without the factor they do not (so the check above is not vacuous): the gap,
+    # (1 - m) * var / (n - 1), is far above the tolerance at least where n is the batch size.
+    raw = {p: s["var"] for p, s in _by_path(flax_stats).items()}
+    gap = max(float(np.abs(raw[p] - np.asarray(torch_vars[p])).max()) for p in raw)
+    assert gap > 100 * precision.tol.abs, gap
+
+
+def _by_path(stats: dict, prefix: str = "") -> dict[str, dict]:
+    """batch_stats as {torch module path: {'mean', 'var'}}."""
+    out: dict[str, dict] = {}
+    for key, value in stats.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if "mean" in value and not isinstance(value["mean"], dict):
+            out[path] = value
+        else:
+            out.update(_by_path(value, path))
+    return out
+
+
+def test_strict_numerics_are_on() -> None:
+    # The autouse fixture in conftest.py: implicit rank and dtype promotion raise here.
+    import jax.numpy as jnp
+
+    with pytest.raises(ValueError, match="rank"):
+        _ = jnp.ones(3) + jnp.ones((2, 3))
+    with pytest.raises(jax.dtypes.TypePromotionError):
+        _ = jnp.ones(3, jnp.float32) + jnp.ones(3, jnp.int32)
