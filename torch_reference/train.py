@@ -1,0 +1,245 @@
+"""Project I training in torch, the reference for jaxdl.train: same losses, optimizers, runs.
+
+Public names mirror jaxdl.train: `make_optimizer`, `compute_losses`, `error_count`,
+`train_step`, `epoch_batches`, `train_epoch`, `evaluate`, `run_epoch`, `train_run`,
+`train_and_evaluate` (the last returns the same JSON-ready dict).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jaxdl.config import OPTIMIZERS, TrainConfig
+from jaxdl.results import summarize
+from torch_reference import data, models, schedules
+
+__all__ = [
+    "PairData",
+    "compute_losses",
+    "create_model",
+    "epoch_batches",
+    "error_count",
+    "evaluate",
+    "make_optimizer",
+    "run_epoch",
+    "train_and_evaluate",
+    "train_epoch",
+    "train_run",
+    "train_step",
+]
+
+
+class PairData(NamedTuple):
+    """A pair set: input (n,2,14,14) float32 raw scale, target (n,) int64, classes (n,2) int64."""
+
+    x: torch.Tensor
+    target: torch.Tensor
+    classes: torch.Tensor
+
+
+def make_optimizer(
+    name: str, params: Iterable[torch.Tensor], lr: float, weight_decay: float
+) -> torch.optim.Optimizer:
+    """`adam`: Adam(weight_decay), coupled L2; `adamw`: AdamW(weight_decay), decoupled."""
+    if name == "adam":
+        return torch.optim.Adam(
+            params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay
+        )
+    if name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=weight_decay
+        )
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def create_model(config: TrainConfig) -> nn.Module:
+    """The configuration's model, initialised from torch's global RNG."""
+    return models.create_model(config.model, dropout=config.dropout)
+
+
+def compute_losses(
+    logit: torch.Tensor,
+    aux: torch.Tensor | None,
+    target: torch.Tensor,
+    classes: torch.Tensor,
+    aux_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(total, bce, ce): BCEWithLogits on the comparison, plus aux_weight * digit cross-entropy."""
+    bce = F.binary_cross_entropy_with_logits(logit, target.to(logit.dtype))
+    if aux is None:
+        ce = torch.zeros((), dtype=logit.dtype)
+    else:
+        ce = F.cross_entropy(aux.reshape(-1, 10), classes.reshape(-1))
+    return bce + aux_weight * ce, bce, ce
+
+
+def error_count(logit: torch.Tensor, target: torch.Tensor) -> int:
+    """The report's error count: sigmoid, round to 0/1, count mismatches with the target."""
+    prediction = torch.round(torch.sigmoid(logit))
+    return int(torch.where(prediction != target.to(prediction.dtype))[0].numel())
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    classes: torch.Tensor,
+    aux_weight: float,
+) -> dict[str, float]:
+    """One optimizer step on a batch in train mode; returns the losses (as tensors' items)."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    logit, aux = model(x)
+    total, bce, ce = compute_losses(logit, aux, target, classes, aux_weight)
+    total.backward()
+    optimizer.step()
+    return {"loss": total.detach(), "bce": bce.detach(), "ce": ce.detach()}
+
+
+def epoch_batches(generator: torch.Generator, n: int, batch_size: int) -> torch.Tensor:
+    """A shuffled order of n examples as (n // batch_size, batch_size) indices; the rest dropped."""
+    steps = n // batch_size
+    return torch.randperm(n, generator=generator)[: steps * batch_size].view(steps, batch_size)
+
+
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: PairData,
+    batch_idx: torch.Tensor,
+    aux_weight: float,
+) -> dict[str, torch.Tensor]:
+    """Train steps over the batches `batch_idx` (steps, batch) of `train`; per-step losses out."""
+    steps = [
+        train_step(
+            model, optimizer, train.x[idx], train.target[idx], train.classes[idx], aux_weight
+        )
+        for idx in batch_idx
+    ]
+    return {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, pairs: PairData, aux_weight: float) -> dict[str, Any]:
+    """Eval mode (running statistics, no dropout) on the whole set: error count and losses."""
+    model.eval()
+    logit, aux = model(pairs.x)
+    total, bce, ce = compute_losses(logit, aux, pairs.target, pairs.classes, aux_weight)
+    return {
+        "errors": error_count(logit, pairs.target),
+        "loss": total.item(),
+        "bce": bce.item(),
+        "ce": ce.item(),
+    }
+
+
+def run_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    train: PairData,
+    test: PairData,
+    generator: torch.Generator,
+    *,
+    batch_size: int,
+    aux_weight: float,
+) -> dict[str, Any]:
+    """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode)."""
+    batch_idx = epoch_batches(generator, train.x.shape[0], batch_size)
+    steps = train_epoch(model, optimizer, train, batch_idx, aux_weight)
+    scheduler.step()
+    on_train = evaluate(model, train, aux_weight)
+    on_test = evaluate(model, test, aux_weight)
+    return {
+        "train_loss": steps["loss"].mean().item(),
+        "train_errors": on_train["errors"],
+        "train_eval_loss": on_train["loss"],
+        "test_errors": on_test["errors"],
+        "test_loss": on_test["loss"],
+    }
+
+
+def load_pairs(config: TrainConfig, seed: int) -> tuple[PairData, PairData]:
+    """The run's training and test pair sets (nb each), reseeded by `seed`."""
+    tr_x, tr_t, tr_c, te_x, te_t, te_c = data.generate_pair_sets(
+        config.nb, seed=seed, source=config.source, data_dir=config.data_dir
+    )
+    return PairData(tr_x, tr_t, tr_c), PairData(te_x, te_t, te_c)
+
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+def train_run(
+    config: TrainConfig, run: int, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """Trains one run (seed `config.run_seed(run)`: pairs, initialisation, order, dropout).
+
+    Returns the same JSON-ready dict as `jaxdl.train.train_run`.
+    """
+    start = time.perf_counter()
+    seed = config.run_seed(run)
+    train, test = load_pairs(config, seed)
+    torch.manual_seed(seed)  # initialisation and dropout
+    model = create_model(config)
+    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr, config.weight_decay)
+    scheduler = schedules.make_scheduler(config.schedule, optimizer, epochs=config.epochs)
+    # The batch order has its own generator, so that it does not depend on the dropout draws.
+    generator = torch.Generator().manual_seed(seed)
+    result: dict[str, Any] = {
+        "model": config.model,
+        "seed": seed,
+        "train_error": [],
+        "test_error": [],
+        "train_loss": [],
+        "test_loss": [],
+        "diverged": False,
+    }
+    n_train, n_test = train.x.shape[0], test.x.shape[0]
+    for epoch in range(config.epochs):
+        m = run_epoch(
+            model,
+            optimizer,
+            scheduler,
+            train,
+            test,
+            generator,
+            batch_size=config.batch_size,
+            aux_weight=config.aux_weight,
+        )
+        row = {
+            "train_error": m["train_errors"] / n_train,
+            "test_error": m["test_errors"] / n_test,
+            "train_loss": m["train_loss"],
+            "test_loss": m["test_loss"],
+        }
+        if not (np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])):
+            result.update(diverged=True, diverged_epoch=epoch + 1)
+            break
+        for key, value in row.items():
+            result[key].append(value)
+        if on_epoch is not None:
+            on_epoch(run, epoch, row)
+    result["seconds"] = time.perf_counter() - start
+    return result
+
+
+def train_and_evaluate(
+    config: TrainConfig, on_epoch: EpochCallback | None = None
+) -> dict[str, Any]:
+    """`config.runs` runs of `config.model`: {"runs": [per-run dicts], "summary": {...}}."""
+    runs = [train_run(config, r, on_epoch) for r in range(config.runs)]
+    return {"runs": runs, "summary": summarize(runs)}
+
+
+def param_count(config: TrainConfig) -> int:
+    """The number of trainable parameters of the configuration's model."""
+    return models.param_count(create_model(config))
