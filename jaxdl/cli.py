@@ -1,0 +1,325 @@
+"""The one command line of Project I, shared by scripts/train_flax.py and scripts/train_torch.py.
+
+Both scripts call `main(framework)`; the flags, their validation, the table, results.json and
+errors.png live here only, so that the two CLIs cannot drift apart. Exit codes: 0 done,
+1 bad data (a one-line message naming the file), 2 bad flags (a one-line argparse message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from jaxdl import results
+from jaxdl.config import MODEL_NAMES, OPTIMIZERS, SCHEDULES, TrainConfig
+from jaxdl.mnist import SOURCES, DataError
+
+__all__ = ["FRAMEWORKS", "build_parser", "configs_from_args", "main", "parse_args"]
+
+FRAMEWORKS = ("flax", "torch")
+REPO = Path(__file__).resolve().parent.parent
+DEFAULTS = TrainConfig()
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage block: the message names the flag and the bad value.
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"must be finite, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value:g}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value:g}")
+    return value
+
+
+def _dropout_rate(text: str) -> float:
+    value = _float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g}")
+    return value
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The Project I flags (defaults from TrainConfig); the same parser for both frameworks."""
+    d = DEFAULTS
+    p = _Parser(
+        prog=prog,
+        description="Train the Project I digit-pair classifiers; several --model values are "
+        "compared in one table and one figure.",
+    )
+    p.add_argument(
+        "--model",
+        nargs="+",
+        choices=MODEL_NAMES,
+        default=[d.model],
+        metavar="NAME",
+        help=f"one or more of {', '.join(MODEL_NAMES)} (default: {d.model})",
+    )
+    p.add_argument("--epochs", type=_positive_int, default=d.epochs, help="(default: %(default)s)")
+    p.add_argument(
+        "--runs",
+        type=_positive_int,
+        default=d.runs,
+        help="runs per model, run r seeded with seed + r (default: %(default)s)",
+    )
+    p.add_argument("--seed", type=int, default=d.seed, help="(default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=_positive_int, default=d.batch_size, help="(default: %(default)s)"
+    )
+    p.add_argument("--lr", type=_positive_float, default=d.lr, help="(default: %(default)s)")
+    p.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=d.weight_decay,
+        help="(default: %(default)s)",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=OPTIMIZERS,
+        default=d.optimizer,
+        help="adam: coupled L2 (torch Adam); adamw: decoupled (default: %(default)s)",
+    )
+    p.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default=d.schedule,
+        help="per-epoch learning rate (default: %(default)s)",
+    )
+    p.add_argument(
+        "--aux-weight",
+        type=_non_negative_float,
+        default=d.aux_weight,
+        help="weight of the digit cross-entropy, *_aux models (default: %(default)s)",
+    )
+    p.add_argument(
+        "--dropout",
+        type=_dropout_rate,
+        default=d.dropout,
+        help="drop probability (default: %(default)s)",
+    )
+    p.add_argument(
+        "--nb",
+        type=_positive_int,
+        default=d.nb,
+        help="pairs in each of the training and test sets (default: %(default)s)",
+    )
+    p.add_argument(
+        "--source",
+        choices=SOURCES,
+        default=d.source,
+        help="MNIST digits: idx, tfds, bundled, or auto (default: %(default)s)",
+    )
+    p.add_argument("--data-dir", default=d.data_dir, help="folder of the MNIST IDX files")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: runs/<time>-<framework>-<model>)",
+    )
+    p.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=None,
+        help="CPU threads (torch: torch.set_num_threads; flax: XLA intra-op threads, "
+        "when set before JAX starts); default: the framework's own choice",
+    )
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """Parses and validates the flags; exits with status 2 and one line on a bad one."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.batch_size > args.nb:
+        parser.error(f"argument --batch-size: {args.batch_size} is larger than --nb {args.nb}")
+    if len(set(args.model)) != len(args.model):
+        parser.error("argument --model: a model is named twice")
+    return args
+
+
+def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
+    """One TrainConfig per --model value."""
+    return [
+        TrainConfig(
+            model=model,
+            epochs=args.epochs,
+            runs=args.runs,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            optimizer=args.optimizer,
+            schedule=args.schedule,
+            aux_weight=args.aux_weight,
+            dropout=args.dropout,
+            nb=args.nb,
+            source=args.source,
+            data_dir=args.data_dir,
+        )
+        for model in args.model
+    ]
+
+
+def _default_out(framework: str, models: Sequence[str]) -> Path:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return REPO / "runs" / f"{stamp}-{framework}-{'+'.join(models)}"
+
+
+def _backend(framework: str, threads: int | None) -> Any:
+    """The framework's train module, with the thread count applied before it starts."""
+    if framework == "flax":
+        if threads is not None:
+            # Read when the XLA CPU client starts, i.e. only if JAX has not run yet.
+            flags = os.environ.get("XLA_FLAGS", "")
+            os.environ["XLA_FLAGS"] = (
+                f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+                f"intra_op_parallelism_threads={threads}"
+            ).strip()
+        from jaxdl import train
+
+        return train
+    if framework == "torch":
+        import torch
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        from torch_reference import train
+
+        return train
+    raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+
+
+def _versions(framework: str) -> dict[str, str]:
+    import numpy
+
+    out = {"python": platform.python_version(), "numpy": numpy.__version__}
+    if framework == "flax":
+        import flax
+        import jax
+        import optax
+
+        out.update(jax=jax.__version__, flax=flax.__version__, optax=optax.__version__)
+    else:
+        import torch
+
+        out["torch"] = torch.__version__
+    return out
+
+
+def _device(framework: str) -> str:
+    if framework == "flax":
+        import jax
+
+        dev = jax.devices()[0]
+        return f"jax {dev.platform}: {dev.device_kind} ({jax.device_count()} device(s))"
+    import torch
+
+    return f"torch cpu ({torch.get_num_threads()} threads), {platform.processor() or 'cpu'}"
+
+
+def main(framework: str, argv: Sequence[str] | None = None) -> int:
+    """Runs the CLI for `framework` ("flax" or "torch"); returns the exit status."""
+    prog = f"train_{framework}.py"
+    args = parse_args(argv, prog)
+    configs = configs_from_args(args)
+    out = args.out if args.out is not None else _default_out(framework, args.model)
+    try:
+        from jaxdl.mnist import load_digits
+
+        data_description = load_digits(args.source, args.data_dir).describe()
+        backend = _backend(framework, args.threads)
+        from tqdm import tqdm
+
+        counts = {c.model: backend.param_count(c) for c in configs}
+        for model, n in counts.items():
+            print(f"{model}: {n:,} parameters", file=sys.stderr)
+        per_model: dict[str, dict[str, Any]] = {}
+        total = sum(c.runs * c.epochs for c in configs)
+        start = time.perf_counter()
+        with tqdm(total=total, unit="epoch", dynamic_ncols=True) as bar:
+            for config in configs:
+
+                def on_epoch(run: int, epoch: int, row: dict[str, float], model=config.model):
+                    bar.set_postfix_str(
+                        f"{model} run {run + 1} test err {100 * row['test_error']:.1f}%"
+                    )
+                    bar.update(1)
+
+                per_model[config.model] = backend.train_and_evaluate(config, on_epoch)
+                # Epochs a diverged run did not train still count towards the bar's total.
+                bar.n = sum(
+                    len(r["test_error"]) if not r["diverged"] else config.epochs
+                    for res in per_model.values()
+                    for r in res["runs"]
+                )
+                bar.refresh()
+    except DataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    seconds = time.perf_counter() - start
+
+    summaries = {m: r["summary"] for m, r in per_model.items()}
+    table = results.format_table([(c.model, c.epochs, summaries[c.model]) for c in configs])
+    print(table)
+    config_record = {
+        **{k: v for k, v in vars(args).items() if k not in ("model", "out")},
+        "model": args.model[0] if len(args.model) == 1 else list(args.model),
+        "models": list(args.model),
+        "out": str(out),
+        "framework": framework,
+        "data": data_description,
+        "device": _device(framework),
+        "versions": _versions(framework),
+        "platform": platform.platform(),
+        "param_counts": counts,
+        "command": [prog, *(sys.argv[1:] if argv is None else argv)],
+        "seconds": seconds,
+    }
+    record = {
+        "config": config_record,
+        "runs": [r for res in per_model.values() for r in res["runs"]],
+        "summary": summaries[args.model[0]] if len(args.model) == 1 else summaries,
+        "summaries": summaries,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    results.write_json(out / "results.json", record)
+    title = f"{framework}: {args.epochs} epochs, {args.runs} run(s), nb={args.nb}"
+    results.plot_errors(out / "errors.png", {m: r["runs"] for m, r in per_model.items()}, title)
+    print(f"wrote {out / 'results.json'} and {out / 'errors.png'}", file=sys.stderr)
+    return 0
