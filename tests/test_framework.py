@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import functools
+import json
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import hypothesis.extra.numpy as hnp
@@ -20,6 +25,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxdl.framework import layers as L
 from jaxdl.framework import train as jtrain
+from jaxdl.framework.cli import default_out_dir, parse_config
 from jaxdl.framework.losses import mse_loss, mse_loss_backward
 from jaxdl.framework.optim import cosine_lr, sgd
 from torch_reference import framework as tfw
@@ -393,3 +399,104 @@ def test_torch_training_leaves_autograd_as_it_was() -> None:
     _, history = ttrain.train_run(0, output=1, epochs=2, batch_size=100, lr=0.05)
     assert torch.is_grad_enabled()  # the trainer switched it off only inside its own scope
     assert len(history.test_error) == 2 and all(0 <= e <= 1 for e in history.test_error)
+
+
+# --- the two scripts -----------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = ["framework_torch.py", "framework_flax.py"]
+
+
+def _run_script(script: str, *flags: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, str(REPO / "scripts" / script), *flags],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=env,
+    )
+
+
+def _strict_json(path: Path) -> Any:
+    def no_nan(name: str) -> None:
+        raise AssertionError(f"{path} holds {name}")
+
+    return json.loads(path.read_text(), parse_constant=no_nan)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_end_to_end_writes_json_and_png(script: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    flags = [
+        "--epochs",
+        "2",
+        "--runs",
+        "2",
+        "--batch-size",
+        "100",
+        "--seed",
+        "5",
+        "--out",
+        str(out),
+    ]
+    proc = _run_script(script, *flags, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| mean |" in proc.stdout and "| std |" in proc.stdout
+
+    results = _strict_json(out / "results.json")
+    assert set(results) == {"config", "runs", "summary"}
+    config = results["config"]
+    assert config["epochs"] == 2 and config["batch_size"] == 100 and config["output"] == 1
+    assert {"device", "versions", "lr", "schedule", "momentum", "seed", "runs"} <= set(config)
+    assert [r["seed"] for r in results["runs"]] == [5, 6]
+    for run in results["runs"]:
+        for key in ("train_error", "test_error", "train_loss"):
+            assert len(run[key]) == 2
+        assert all(0 <= e <= 1 for e in run["train_error"] + run["test_error"])
+        assert run["seconds"] > 0
+    summary = results["summary"]
+    for stat in ("mean", "min", "max", "std"):
+        assert 0 <= summary[f"final_test_error_{stat}"] <= 1
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_script_bad_flag_exits_2_with_one_line(script: str, tmp_path: Path) -> None:
+    proc = _run_script(script, "--batch-size", "0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "--batch-size" in proc.stderr
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--output", "3"],
+        ["--epochs", "0"],
+        ["--runs", "-1"],
+        ["--batch-size", "1001"],
+        ["--lr", "nan"],
+        ["--lr", "0"],
+        ["--momentum", "1"],
+        ["--schedule", "step"],
+        ["--seed", "-1"],
+        ["--epochs", "two"],
+        ["--unknown"],
+    ],
+)
+def test_cli_rejects_bad_flags(flags: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(flags, "framework_test", "test")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("framework_test: error:") and err.count("\n") == 1
+
+
+def test_cli_defaults_and_out_dir() -> None:
+    config, out = parse_config([], "framework_test", "test")
+    assert (config.epochs, config.runs, config.batch_size, config.output) == (50, 10, 1, 1)
+    assert out is None
+    assert default_out_dir("flax").parts[0] == "runs"
+    assert default_out_dir("torch").name.endswith("-framework-torch")
