@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = out or default_out_dir("flax")
     seeds = [config.run_seed(r) for r in range(config.runs)]
-    runs_data = [disk_data(s, config.output) for s in seeds]
+    runs_data = [disk_data(s, config.output, inputs=config.inputs) for s in seeds]
     data = DiskData(*(np.stack(field) for field in zip(*runs_data, strict=True)))
     keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
     optimizer = sgd(make_schedule(config.lr, config.schedule, config.total_steps), config.momentum)

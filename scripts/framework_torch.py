@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lr=config.lr,
             schedule=config.schedule,
             momentum=config.momentum,
+            inputs=config.inputs,
             on_epoch=on_epoch,
         )
         runs.append(report.run_record(seed, history, time.perf_counter() - start))

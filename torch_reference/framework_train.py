@@ -101,10 +101,18 @@ def standardise(train_x: Tensor, test_x: Tensor) -> tuple[Tensor, Tensor]:
     return (train_x - mean) / std, (test_x - mean) / std
 
 
-def disk_data(seed: int, output: int, n: int = N_POINTS) -> DiskData:
-    """n training and n test points: the two halves of generate_disk_set(2n, seed=seed)."""
+def disk_data(seed: int, output: int, n: int = N_POINTS, inputs: str = "standardised") -> DiskData:
+    """n training and n test points: the two halves of generate_disk_set(2n, seed=seed).
+
+    inputs: "standardised" (with the training half's statistics) or "raw" ([0,1]^2 as drawn).
+    """
     points, labels = generate_disk_set(2 * n, seed=seed)
-    train_x, test_x = standardise(points[:n], points[n:])
+    if inputs == "standardised":
+        train_x, test_x = standardise(points[:n], points[n:])
+    elif inputs == "raw":
+        train_x, test_x = points[:n], points[n:]
+    else:
+        raise ValueError(f"inputs must be 'standardised' or 'raw', got {inputs!r}")
     return DiskData(
         train_x,
         encode_targets(labels[:n], output),
@@ -169,10 +177,11 @@ def train_run(
     lr: float,
     schedule: str = "constant",
     momentum: float = 0.0,
+    inputs: str = "standardised",
     on_epoch: Callable[[int, History], None] | None = None,
 ) -> tuple[Sequential, History]:
     """One run: data, initialisation and shuffles all from `seed`; autograd off throughout."""
-    data = disk_data(seed, output)
+    data = disk_data(seed, output, inputs=inputs)
     generator = torch.Generator().manual_seed(seed)
     model = disk_network(output, generator=generator)
     loss = LossMSE()

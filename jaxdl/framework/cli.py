@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from jaxdl.framework.config import N_POINTS, OUTPUTS, SCHEDULES, FrameworkConfig
+from jaxdl.framework.config import INPUTS, N_POINTS, OUTPUTS, SCHEDULES, FrameworkConfig
 
 __all__ = ["build_parser", "default_out_dir", "parse_config"]
 
@@ -63,6 +63,9 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=positive_float, default=d.lr, help="(initial) learning rate")
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule, help="learning rate")
     p.add_argument("--momentum", type=momentum_float, default=d.momentum)
+    p.add_argument(
+        "--inputs", choices=INPUTS, default=d.inputs, help="scaled by the training set, or [0,1]"
+    )
     p.add_argument("--seed", type=seed_int, default=d.seed)
     p.add_argument("--out", type=Path, default=None, help="default: runs/<timestamp>-framework-*")
     return p

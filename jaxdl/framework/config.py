@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["N_POINTS", "OUTPUTS", "SCHEDULES", "FrameworkConfig"]
+__all__ = ["INPUTS", "N_POINTS", "OUTPUTS", "SCHEDULES", "FrameworkConfig"]
 
 N_POINTS = 1000  # training points, and as many test points (the course's task)
 OUTPUTS = (1, 2)
 SCHEDULES = ("constant", "cosine")
+INPUTS = ("standardised", "raw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,7 @@ class FrameworkConfig:
     lr: float = 0.03
     schedule: str = "cosine"
     momentum: float = 0.0
+    inputs: str = "standardised"
     seed: int = 0
 
     def run_seed(self, run: int) -> int:

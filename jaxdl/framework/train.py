@@ -102,10 +102,18 @@ def standardise(train_x: np.ndarray, test_x: np.ndarray) -> tuple[np.ndarray, np
     return (train_x - mean) / std, (test_x - mean) / std
 
 
-def disk_data(seed: int, output: int, n: int = N_POINTS) -> DiskData:
-    """n training and n test points: the two halves of generate_disk_set(2n, seed=seed)."""
+def disk_data(seed: int, output: int, n: int = N_POINTS, inputs: str = "standardised") -> DiskData:
+    """n training and n test points: the two halves of generate_disk_set(2n, seed=seed).
+
+    inputs: "standardised" (with the training half's statistics) or "raw" ([0,1]^2 as drawn).
+    """
     points, labels = generate_disk_set(2 * n, seed=seed)
-    train_x, test_x = standardise(points[:n], points[n:])
+    if inputs == "standardised":
+        train_x, test_x = standardise(points[:n], points[n:])
+    elif inputs == "raw":
+        train_x, test_x = points[:n], points[n:]
+    else:
+        raise ValueError(f"inputs must be 'standardised' or 'raw', got {inputs!r}")
     return DiskData(
         train_x.astype(np.float32),
         encode_targets(labels[:n], output),
