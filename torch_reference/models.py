@@ -121,12 +121,20 @@ class Siamese(nn.Module):
     """Weight sharing: one DigitBranch (one parameter set) applied to each digit, 20 -> head -> 1.
 
     Both digits go through the branch as ONE batch of 2B images (BatchNorm statistics over all
-    2B digits, one running-statistics update per step), exactly as in jaxdl.
+    2B digits, one running-statistics update per step), exactly as in jaxdl. The head sees the
+    softmax of each digit's 10 outputs unless `head_softmax` is False (see jaxdl.models.Siamese).
     """
 
-    def __init__(self, aux: bool = False, dropout: float = 0.4, head_hidden: int = 64):
+    def __init__(
+        self,
+        aux: bool = False,
+        dropout: float = 0.4,
+        head_hidden: int = 64,
+        head_softmax: bool = True,
+    ):
         super().__init__()
         self.aux = aux
+        self.head_softmax = head_softmax
         self.branch = DigitBranch(dropout)
         self.head_fc1 = nn.Linear(20, head_hidden)
         self.head_bn = nn.BatchNorm1d(head_hidden)
@@ -135,7 +143,8 @@ class Siamese(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         b = x.shape[0]
         d = self.branch(normalize(x).reshape(2 * b, 1, 14, 14))  # (2B, 10)
-        h = F.relu(self.head_bn(self.head_fc1(d.reshape(b, 20))))
+        h = (F.softmax(d, dim=-1) if self.head_softmax else d).reshape(b, 20)
+        h = F.relu(self.head_bn(self.head_fc1(h)))
         logit = self.head_fc2(h)[:, 0]
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
 
