@@ -134,6 +134,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="drop probability (default: %(default)s)",
     )
     p.add_argument(
+        "--shift",
+        type=int,
+        choices=range(0, 4),
+        default=d.shift,
+        metavar="PIXELS",
+        help="augmentation: shift each training digit by up to PIXELS (0-3) every step; "
+        "flax only (default: %(default)s)",
+    )
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="augmentation: re-pair the training digits every epoch, targets from the "
+        "classes; flax only",
+    )
+    p.add_argument(
         "--nb",
         type=_positive_int,
         default=d.nb,
@@ -188,6 +203,8 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             schedule=args.schedule,
             aux_weight=args.aux_weight,
             dropout=args.dropout,
+            shift=args.shift,
+            repair=args.repair,
             nb=args.nb,
             source=args.source,
             data_dir=args.data_dir,
@@ -257,6 +274,9 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
     """Runs the CLI for `framework` ("flax" or "torch"); returns the exit status."""
     prog = f"train_{framework}.py"
     args = parse_args(argv, prog)
+    if framework == "torch" and (args.shift or args.repair):
+        print(f"{prog}: error: --shift and --repair are implemented in jaxdl only", file=sys.stderr)
+        return 2
     configs = configs_from_args(args)
     out = args.out if args.out is not None else _default_out(framework, args.model)
     try:

@@ -10,7 +10,7 @@ __all__ = ["MODEL_NAMES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
 # The registries of jaxdl.models / torch_reference.models, jaxdl.schedules and the optimizers of
 # both train modules; named here so that the CLI can validate flags without importing a framework
 # (tests check that they agree with the registries).
-MODEL_NAMES = ("mlp", "cnn", "siamese", "cnn_aux", "siamese_aux")
+MODEL_NAMES = ("mlp", "cnn", "siamese", "cnn_aux", "siamese_aux", "siamese_exact")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "sgdr")
 
@@ -35,6 +35,11 @@ class TrainConfig:
     schedule: str = "sgdr"
     aux_weight: float = 0.8
     dropout: float = 0.4
+    # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
+    # training digit shifted by up to `shift` pixels each step; the training digits re-paired
+    # every epoch (targets from the classes).
+    shift: int = 0
+    repair: bool = False
     nb: int = 1000
     source: str = "auto"
     data_dir: str | None = None

@@ -51,6 +51,7 @@ FLATTENED_CONV_INPUTS: dict[str, dict[str, tuple[int, int, int]]] = {
     "cnn_aux": {"features.fc1": (64, 3, 3)},
     "siamese": {"branch.features.fc1": (64, 3, 3)},
     "siamese_aux": {"branch.features.fc1": (64, 3, 3)},
+    "siamese_exact": {"branch.features.fc1": (64, 3, 3)},
 }
 
 

@@ -1,8 +1,8 @@
-"""The five Project I digit-pair classifiers in Flax Linen, mirrored layer for layer in torch.
+"""The six Project I digit-pair classifiers in Flax Linen, mirrored layer for layer in torch.
 
 Contract shared with `torch_reference.models`: a model applied to x of shape (B, 2, 14, 14) on
 the raw 0..255 scale returns `(logit, aux)`: `logit` (B,) is the comparison logit (target 1 when
-digit 0 <= digit 1), `aux` is (B, 2, 10) digit logits for the `*_aux` models and None otherwise.
+digit 0 <= digit 1), `aux` is (B, 2, 10) digit logits for the AUX_MODELS, None otherwise.
 
     variables = model.init({"params": key}, x, train=False)
     (logit, aux), updates = model.apply(variables, x, train=True,
@@ -26,9 +26,11 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
+    "AUX_MODELS",
     "MNIST_MEAN",
     "MNIST_STD",
     "MODELS",
+    "comparison_logit",
     "create_model",
     "has_aux",
     "normalize",
@@ -202,13 +204,52 @@ class Siamese(nn.Module):
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
 
 
+def comparison_logit(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
+    """The logit of P(a <= b) for independent digits a ~ softmax(logits_a), b ~ softmax(logits_b).
+
+    P = sum over i <= j of p_a(i) p_b(j); the logit log P - log(1 - P) is computed as the
+    difference of two log-sum-exps of the joint log-probabilities over the i <= j and i > j
+    cells, so neither P nor 1 - P is ever formed (no log(0) when the branch is confident).
+    Args: (..., 10) digit logits each. Returns: (...,) comparison logits.
+    """
+    log_a = jax.nn.log_softmax(logits_a, axis=-1)
+    log_b = jax.nn.log_softmax(logits_b, axis=-1)
+    joint = log_a[..., :, None] + log_b[..., None, :]  # (..., i, j)
+    le = jnp.arange(10)[:, None] <= jnp.arange(10)[None, :]
+    log_le = jax.nn.logsumexp(jnp.where(le, joint, -jnp.inf), axis=(-2, -1))
+    log_gt = jax.nn.logsumexp(jnp.where(le, -jnp.inf, joint), axis=(-2, -1))
+    return log_le - log_gt
+
+
+class SiameseExact(nn.Module):
+    """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b).
+
+    Both digits go through one DigitBranch (as in `siamese_aux`, the same parameters); the
+    logit is `comparison_logit` of the two digit distributions, so the only thing to learn is
+    digit recognition, which the BCE (through the comparison) and the aux CE both train.
+    """
+
+    dropout: float = 0.4
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
+        b = x.shape[0]
+        digits = normalize(x).reshape(2 * b, 14, 14, 1)
+        d = DigitBranch(self.dropout, name="branch")(digits, train).reshape(b, 2, 10)
+        return comparison_logit(d[:, 0], d[:, 1]), d
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
     "siamese": Siamese,
     "cnn_aux": functools.partial(CNN, aux=True),
     "siamese_aux": functools.partial(Siamese, aux=True),
+    "siamese_exact": SiameseExact,
 }
+
+# The models that return digit logits, trained with the auxiliary cross-entropy.
+AUX_MODELS = frozenset({"cnn_aux", "siamese_aux", "siamese_exact"})
 
 
 def create_model(name: str, **hparams: Any) -> nn.Module:
@@ -220,7 +261,7 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
 
 def has_aux(name: str) -> bool:
     """Whether the model returns digit logits (and is trained with the auxiliary loss)."""
-    return name.endswith("_aux")
+    return name in AUX_MODELS
 
 
 def param_count(params: Any) -> int:

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from jaxdl import data, models, schedules
+from jaxdl import augment, data, models, schedules
 from jaxdl.config import OPTIMIZERS, TrainConfig
 from jaxdl.results import summarize
 
@@ -204,17 +204,30 @@ def epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     return jax.random.permutation(key, n)[: steps * batch_size].reshape(steps, batch_size)
 
 
-@functools.partial(jax.jit, static_argnames=("aux_weight",))
+@functools.partial(jax.jit, static_argnames=("aux_weight", "shift"))
 def train_batch(
-    state: TrainState, train: PairData, batch_idx: jax.Array, i: jax.Array, aux_weight: float
+    state: TrainState,
+    train: PairData,
+    batch_idx: jax.Array,
+    i: jax.Array,
+    aux_weight: float,
+    shift: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """`train_step` on batch `i` of `batch_idx` (steps, batch), gathered on device."""
+    """`train_step` on batch `i` of `batch_idx` (steps, batch), gathered on device.
+
+    With `shift` > 0 each digit of the batch is first translated by up to `shift` pixels,
+    from a key of the step (independent of the dropout key of the same step).
+    """
     idx = batch_idx[i]
-    return train_step(state, train.x[idx], train.target[idx], train.classes[idx], aux_weight)
+    x = train.x[idx]
+    if shift:
+        shift_key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1)
+        x = augment.shift_digits(shift_key, x, shift)
+    return train_step(state, x, train.target[idx], train.classes[idx], aux_weight)
 
 
 def train_epoch(
-    state: TrainState, train: PairData, batch_idx: jax.Array, aux_weight: float
+    state: TrainState, train: PairData, batch_idx: jax.Array, aux_weight: float, shift: int = 0
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Train steps over the batches `batch_idx` (steps, batch) of `train`; per-step losses out.
 
@@ -225,7 +238,7 @@ def train_epoch(
     """
     losses = []
     for i in range(batch_idx.shape[0]):
-        state, metrics = train_batch(state, train, batch_idx, i, aux_weight=aux_weight)
+        state, metrics = train_batch(state, train, batch_idx, i, aux_weight=aux_weight, shift=shift)
         losses.append(metrics)
     return state, jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *losses)
 
@@ -266,6 +279,7 @@ def run_epoch(
     *,
     batch_size: int,
     aux_weight: float,
+    shift: int = 0,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One epoch: shuffle (from `shuffle_key`), train, then evaluate on both sets (eval mode).
 
@@ -274,7 +288,7 @@ def run_epoch(
     `test_loss`. Every piece is compiled once per configuration and reused.
     """
     batch_idx = _epoch_batches(shuffle_key, train.x.shape[0], batch_size)
-    state, steps = train_epoch(state, train, batch_idx, aux_weight)
+    state, steps = train_epoch(state, train, batch_idx, aux_weight, shift)
     metrics = _evaluate_both(state, train, test, aux_weight=aux_weight)
     return state, {"train_loss": steps["loss"].mean(), **metrics}
 
@@ -288,6 +302,11 @@ def load_pairs(config: TrainConfig, seed: int) -> tuple[PairData, PairData]:
         PairData(jnp.asarray(tr_x), jnp.asarray(tr_t), jnp.asarray(tr_c)),
         PairData(jnp.asarray(te_x), jnp.asarray(te_t), jnp.asarray(te_c)),
     )
+
+
+@jax.jit
+def _repair(key: jax.Array, train: PairData) -> PairData:
+    return PairData(*augment.repair_pairs(key, train.x, train.classes, train.target.dtype))
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
@@ -319,13 +338,20 @@ def train_run(
     }
     n_train, n_test = train.x.shape[0], test.x.shape[0]
     for epoch in range(config.epochs):
+        epoch_key = jax.random.fold_in(shuffle_key, epoch)
+        epoch_train = train
+        if config.repair and epoch > 0:
+            # Epoch 0 trains on the course's pairs; later epochs on new pairs of the same
+            # training digits (train error is then measured on the epoch's pairs).
+            epoch_train = _repair(jax.random.fold_in(epoch_key, 1), train)
         state, metrics = run_epoch(
             state,
-            train,
+            epoch_train,
             test,
-            jax.random.fold_in(shuffle_key, epoch),
+            epoch_key,
             batch_size=config.batch_size,
             aux_weight=config.aux_weight,
+            shift=config.shift,
         )
         m = jax.device_get(metrics)  # the only host transfer of the epoch
         row = {

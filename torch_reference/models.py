@@ -1,7 +1,7 @@
-"""The five Project I digit-pair classifiers in torch, mirrored layer for layer in jaxdl.models.
+"""The six Project I digit-pair classifiers in torch, mirrored layer for layer in jaxdl.models.
 
 Same contract as `jaxdl.models`: `model(x)` with x (B, 2, 14, 14) on the raw 0..255 scale returns
-`(logit (B,), aux)`, aux being (B, 2, 10) digit logits for the `*_aux` models, else None.
+`(logit (B,), aux)`, aux being (B, 2, 10) digit logits for the AUX_MODELS, else None.
 Train/eval mode via `model.train()` / `model.eval()`. Attribute names equal the Flax submodule
 names; layers use torch's default initialisation, which jaxdl.models reproduces in distribution.
 """
@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "AUX_MODELS",
     "MNIST_MEAN",
     "MNIST_STD",
     "MODELS",
+    "comparison_logit",
     "create_model",
     "has_aux",
     "normalize",
@@ -149,13 +151,46 @@ class Siamese(nn.Module):
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
 
 
+def comparison_logit(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """The logit of P(a <= b) for a ~ softmax(logits_a), b ~ softmax(logits_b), as in jaxdl.
+
+    log P - log(1 - P) as the difference of log-sum-exps of the joint log-probabilities over
+    the i <= j and i > j cells (P and 1 - P are never formed).
+    """
+    log_a = F.log_softmax(logits_a, dim=-1)
+    log_b = F.log_softmax(logits_b, dim=-1)
+    joint = (log_a[..., :, None] + log_b[..., None, :]).flatten(-2)  # (..., 100), i major
+    idx = torch.arange(10, device=joint.device)
+    le = (idx[:, None] <= idx[None, :]).flatten()
+    log_le = torch.logsumexp(joint.masked_fill(~le, float("-inf")), dim=-1)
+    log_gt = torch.logsumexp(joint.masked_fill(le, float("-inf")), dim=-1)
+    return log_le - log_gt
+
+
+class SiameseExact(nn.Module):
+    """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b)."""
+
+    def __init__(self, dropout: float = 0.4):
+        super().__init__()
+        self.branch = DigitBranch(dropout)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        d = self.branch(normalize(x).reshape(2 * b, 1, 14, 14)).reshape(b, 2, 10)
+        return comparison_logit(d[:, 0], d[:, 1]), d
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "cnn": CNN,
     "siamese": Siamese,
     "cnn_aux": functools.partial(CNN, aux=True),
     "siamese_aux": functools.partial(Siamese, aux=True),
+    "siamese_exact": SiameseExact,
 }
+
+# The models that return digit logits, trained with the auxiliary cross-entropy.
+AUX_MODELS = frozenset({"cnn_aux", "siamese_aux", "siamese_exact"})
 
 
 def create_model(name: str, **hparams: Any) -> nn.Module:
@@ -167,7 +202,7 @@ def create_model(name: str, **hparams: Any) -> nn.Module:
 
 def has_aux(name: str) -> bool:
     """Whether the model returns digit logits (and is trained with the auxiliary loss)."""
-    return name.endswith("_aux")
+    return name in AUX_MODELS
 
 
 def param_count(model: nn.Module) -> int:

@@ -185,6 +185,9 @@ def train_run(
 
     Returns the same JSON-ready dict as `jaxdl.train.train_run`.
     """
+    if config.shift or config.repair:
+        # The augmentation (jaxdl.augment) has no torch mirror yet: refuse rather than ignore.
+        raise ValueError("shift/repair augmentation is implemented in jaxdl only")
     start = time.perf_counter()
     seed = config.run_seed(run)
     train, test = load_pairs(config, seed)

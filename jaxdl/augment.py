@@ -1,0 +1,48 @@
+"""Training-set augmentation for the digit pairs: random shifts and re-pairing, on device, pure.
+
+Both only ever touch the training pairs of a run (the 2 * nb training digits); the test pairs
+and every evaluation stay exactly the course's. Keys come from the run's own keys, so a run is
+still a deterministic function of its seed.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["repair_pairs", "shift_digits"]
+
+
+def shift_digits(key: jax.Array, x: jax.Array, max_shift: int) -> jax.Array:
+    """Translates every digit of x (B, 2, H, W) by its own random (dy, dx) in [-s, s]^2.
+
+    Pixels shifted in are 0, the background of the raw 0..255 scale (no wrap-around, unlike
+    `jnp.roll`). The two digits of a pair move independently: each is its own training digit.
+    """
+    if max_shift == 0:
+        return x
+    b, two, h, w = x.shape
+    s = max_shift
+    padded = jnp.pad(x.reshape(b * two, h, w), ((0, 0), (s, s), (s, s)))
+    offsets = jax.random.randint(key, (b * two, 2), 0, 2 * s + 1)
+
+    def crop(image: jax.Array, offset: jax.Array) -> jax.Array:
+        return jax.lax.dynamic_slice(image, (offset[0], offset[1]), (h, w))
+
+    return jax.vmap(crop)(padded, offsets).reshape(b, two, h, w)
+
+
+def repair_pairs(
+    key: jax.Array, x: jax.Array, classes: jax.Array, target_dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """New pairs from the same training digits: x (n, 2, H, W) and classes (n, 2) shuffled
+    across pairs, the targets recomputed from the classes (digit 0 <= digit 1).
+
+    Returns (x, target, classes) of the same shapes; the multiset of digits is unchanged.
+    """
+    n = x.shape[0]
+    perm = jax.random.permutation(key, 2 * n)
+    new_x = x.reshape(2 * n, *x.shape[2:])[perm].reshape(x.shape)
+    new_classes = classes.reshape(2 * n)[perm].reshape(n, 2)
+    target = (new_classes[:, 0] <= new_classes[:, 1]).astype(target_dtype)
+    return new_x, target, new_classes
