@@ -105,6 +105,7 @@ def plot_errors(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for i, (model, runs) in enumerate(curves.items()):
@@ -120,6 +121,7 @@ def plot_errors(
             label = f"{model} {key.split('_')[0]}"
             ax.plot(epochs, mean, style, color=color, label=label)
             ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (%)")
     ax.set_ylim(bottom=0)

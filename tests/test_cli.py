@@ -1,0 +1,134 @@
+"""The Project I CLIs end to end: results.json, errors.png, the table, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxdl import cli, config
+
+REPO = Path(__file__).resolve().parent.parent
+# The recipe of tests/test_train.py's smoke runs: the compiled step is shared in one session.
+FAST = ["--nb", "500", "--batch-size", "25", "--source", "bundled", "--epochs", "1"]
+
+
+def check_outputs(out: Path, framework: str, models: list[str], runs: int, epochs: int) -> dict:
+    record = json.loads((out / "results.json").read_text())  # strict JSON: no NaN allowed
+    cfg = record["config"]
+    assert cfg["framework"] == framework and cfg["models"] == models
+    assert cfg["runs"] == runs and cfg["epochs"] == epochs and cfg["nb"] == 500
+    assert cfg["data"].startswith("MNIST source: bundled")
+    assert cfg["device"] and cfg["versions"]["python"]
+    assert set(cfg["param_counts"]) == set(models)
+    assert len(record["runs"]) == runs * len(models)
+    for run in record["runs"]:
+        for key in ("train_error", "test_error", "train_loss", "test_loss"):
+            assert len(run[key]) == epochs
+            assert all(isinstance(v, float) and math.isfinite(v) for v in run[key])
+        assert all(0 <= e <= 1 for e in run["train_error"] + run["test_error"])
+        assert run["seconds"] > 0 and not run["diverged"]
+    for summary in record["summaries"].values():
+        for key in ("final_train_error_mean", "final_test_error_mean", "final_test_error_std"):
+            assert 0 <= summary[key] <= 1
+        assert summary["final_test_error_min"] <= summary["final_test_error_mean"]
+    png = (out / "errors.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    return record
+
+
+def test_flax_cli_end_to_end(tmp_path, capsys):
+    out = tmp_path / "flax"
+    argv = [*FAST, "--runs", "2", "--model", "siamese_aux", "--out", str(out)]
+    assert cli.main("flax", argv) == 0
+    record = check_outputs(out, "flax", ["siamese_aux"], runs=2, epochs=1)
+    assert record["summary"] == record["summaries"]["siamese_aux"]
+    assert [r["seed"] for r in record["runs"]] == [0, 1]
+    table = capsys.readouterr().out
+    assert "| siamese_aux | 1 | 2/2 |" in table and "±" in table
+
+
+def test_torch_script_end_to_end_with_two_models(tmp_path):
+    out = tmp_path / "torch"
+    argv = [*FAST, "--runs", "2", "--model", "mlp", "cnn", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train_torch.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    record = check_outputs(out, "torch", ["mlp", "cnn"], runs=2, epochs=1)
+    assert set(record["summary"]) == {"mlp", "cnn"}  # several models: one summary each
+    assert "| mlp | 1 | 2/2 |" in proc.stdout and "| cnn | 1 | 2/2 |" in proc.stdout
+    assert "torch cpu (1 threads)" in record["config"]["device"]
+
+
+BAD_FLAGS = [
+    (["--epochs", "0"], "--epochs"),
+    (["--runs", "-1"], "--runs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--nb", "0"], "--nb"),
+    (["--nb", "10", "--batch-size", "20"], "larger than --nb"),
+    (["--lr", "0"], "--lr"),
+    (["--lr", "nan"], "--lr"),
+    (["--weight-decay", "-0.1"], "--weight-decay"),
+    (["--dropout", "1"], "--dropout"),
+    (["--dropout", "-0.2"], "--dropout"),
+    (["--model", "resnet"], "--model"),
+    (["--source", "s3"], "--source"),
+    (["--optimizer", "sgd"], "--optimizer"),
+    (["--schedule", "step"], "--schedule"),
+    (["--epochs", "two"], "--epochs"),
+]
+
+
+@pytest.mark.parametrize(("argv", "needle"), BAD_FLAGS)
+def test_bad_flags_exit_2_with_one_line(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.parse_args(argv, prog="train_flax.py")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train_flax.py: error:") and needle in err
+
+
+@pytest.mark.parametrize("framework", ["flax", "torch"])
+def test_scripts_bad_flag_and_bad_data(framework, tmp_path):
+    script = str(REPO / "scripts" / f"train_{framework}.py")
+    proc = subprocess.run([sys.executable, script, "--epochs", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    missing = tmp_path / "nowhere"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            script,
+            "--source",
+            "idx",
+            "--data-dir",
+            str(missing),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "out").exists()
+
+
+def test_defaults_are_the_documented_ones():
+    args = cli.parse_args([])
+    (cfg,) = cli.configs_from_args(args)
+    assert cfg == config.TrainConfig()
+    assert (cfg.model, cfg.epochs, cfg.runs, cfg.schedule, cfg.source) == (
+        "siamese_aux",
+        25,
+        10,
+        "sgdr",
+        "auto",
+    )

@@ -1,0 +1,134 @@
+"""The Project I models in both packages: registry, shapes, pinned parameter counts, sharing."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import torch_reference.models as tmodels
+from jaxdl import config, models, train
+
+# Pinned: a change here is a change of architecture, in both packages at once.
+PARAM_COUNTS = {
+    "mlp": 59_009,
+    "cnn": 77_297,
+    "siamese": 79_455,
+    "cnn_aux": 79_317,
+    "siamese_aux": 79_455,
+    "siamese_exact": 77_918,  # siamese_aux's branch, no head
+}
+BATCH = 3
+
+
+def flax_variables_shape(name: str) -> dict:
+    model = models.create_model(name)
+    # eval_shape: shapes without running (or compiling) the initialisers.
+    return jax.eval_shape(
+        lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 2, 14, 14)))
+    )
+
+
+def test_registries_agree():
+    assert tuple(models.MODELS) == tuple(tmodels.MODELS) == config.MODEL_NAMES
+    assert (models.MNIST_MEAN, models.MNIST_STD) == (tmodels.MNIST_MEAN, tmodels.MNIST_STD)
+    for name in config.MODEL_NAMES:
+        expected = name.endswith("_aux") or name == "siamese_exact"
+        assert models.has_aux(name) == tmodels.has_aux(name) == expected
+
+
+@pytest.mark.parametrize("name", PARAM_COUNTS)
+def test_flax_param_count_and_shapes(name):
+    variables = flax_variables_shape(name)
+    assert models.param_count(variables["params"]) == PARAM_COUNTS[name]
+    model = models.create_model(name)
+    x = jax.ShapeDtypeStruct((BATCH, 2, 14, 14), jnp.float32)
+    (logit, aux), updates = jax.eval_shape(
+        lambda v, x: model.apply(
+            v, x, train=True, rngs={"dropout": jax.random.PRNGKey(0)}, mutable=["batch_stats"]
+        ),
+        variables,
+        x,
+    )
+    assert logit.shape == (BATCH,)
+    assert jax.tree_util.tree_structure(updates["batch_stats"]) == jax.tree_util.tree_structure(
+        variables["batch_stats"]
+    )
+    logit_eval, aux_eval = jax.eval_shape(lambda v, x: model.apply(v, x, train=False), variables, x)
+    assert logit_eval.shape == (BATCH,)
+    if models.has_aux(name):
+        assert aux.shape == aux_eval.shape == (BATCH, 2, 10)
+    else:
+        assert aux is None and aux_eval is None
+
+
+@pytest.mark.parametrize("name", PARAM_COUNTS)
+def test_torch_param_count_and_shapes(name):
+    torch.manual_seed(0)
+    model = tmodels.create_model(name)
+    assert tmodels.param_count(model) == PARAM_COUNTS[name]
+    x = torch.rand(BATCH, 2, 14, 14) * 255
+    for mode in (True, False):
+        model.train(mode)
+        logit, aux = model(x)
+        assert logit.shape == (BATCH,)
+        if tmodels.has_aux(name):
+            assert aux.shape == (BATCH, 2, 10)
+        else:
+            assert aux is None
+
+
+@pytest.mark.parametrize("name", PARAM_COUNTS)
+def test_layer_names_mirror(name):
+    """Every torch parameter has a Flax counterpart of the same path (weight/kernel, etc.)."""
+    flax_params = flax_variables_shape(name)["params"]
+    flax_paths = {
+        "/".join(str(k.key) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(flax_params)[0]
+    }
+    renames = {"weight": "kernel"}
+    torch_paths = set()
+    for key, p in tmodels.create_model(name).named_parameters():
+        *mods, leaf = key.split(".")
+        is_bn = p.ndim == 1 and "bn" in mods[-1]
+        leaf = "scale" if (is_bn and leaf == "weight") else renames.get(leaf, leaf)
+        torch_paths.add("/".join([*mods, leaf]))
+    assert flax_paths == torch_paths
+
+
+def test_siamese_branch_is_one_parameter_set():
+    flax_params = flax_variables_shape("siamese_aux")["params"]
+    assert set(flax_params) == {"branch", "head_fc1", "head_bn", "head_fc2"}
+    torch_model = tmodels.create_model("siamese_aux")
+    branch = sum(p.numel() for p in torch_model.branch.parameters())
+    assert branch == models.param_count(flax_params["branch"])
+    # The head is tiny: almost every parameter is in the one shared branch.
+    assert branch > 0.95 * PARAM_COUNTS["siamese_aux"]
+
+
+def test_siamese_applies_the_same_branch_to_both_digits():
+    """Swapping the two digits swaps the digit logits exactly: one function, used twice."""
+    x = np.random.default_rng(0).uniform(0, 255, (4, 2, 14, 14)).astype(np.float32)
+    swapped = x[:, ::-1].copy()
+
+    torch.manual_seed(0)
+    tm = tmodels.create_model("siamese_aux").eval()
+    with torch.no_grad():
+        _, a = tm(torch.from_numpy(x))
+        _, b = tm(torch.from_numpy(swapped))
+    np.testing.assert_allclose(b.numpy(), a.numpy()[:, ::-1], rtol=0, atol=1e-6)
+
+    # The model object and compiled initialiser of the training code, shared with test_train.
+    fm, _ = train.build(config.TrainConfig(model="siamese_aux"))
+    variables = train._init_variables(fm, jax.random.PRNGKey(0))
+    apply = jax.jit(lambda x: fm.apply(variables, x, train=False)[1])
+    np.testing.assert_allclose(apply(swapped), np.asarray(apply(x))[:, ::-1], rtol=0, atol=1e-6)
+
+
+def test_unknown_model_is_refused():
+    with pytest.raises(ValueError, match="unknown model"):
+        models.create_model("resnet")
+    with pytest.raises(ValueError, match="unknown model"):
+        tmodels.create_model("resnet")
