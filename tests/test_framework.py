@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from jax.flatten_util import ravel_pytree
 
 from jaxdl.framework import layers as L
+from jaxdl.framework import report
 from jaxdl.framework import train as jtrain
 from jaxdl.framework.cli import default_out_dir, parse_config
 from jaxdl.framework.losses import mse_loss, mse_loss_backward
@@ -508,3 +509,21 @@ def test_cli_defaults_and_out_dir() -> None:
     assert out is None
     assert default_out_dir("flax").parts[0] == "runs"
     assert default_out_dir("torch").name.endswith("-framework-torch")
+
+
+def test_diverged_run_keeps_nan_out_of_json_and_summary(tmp_path: Path) -> None:
+    nan = float("nan")
+    good = jtrain.History([0.5, 0.1], [0.2, 0.05], [0.25, 0.06], [0.5, 0.1])
+    bad = jtrain.History([0.5, nan], [0.2, 0.5], [0.25, 0.5], [0.5, nan])
+    runs = [report.run_record(0, good, 1.0), report.run_record(1, bad, 1.0)]
+    assert not runs[0]["diverged"] and runs[1]["diverged"] and runs[1]["diverged_epoch"] == 2
+    results = report.write_results(tmp_path, {"epochs": 2}, runs, "test")
+    summary = results["summary"]
+    assert summary["diverged_runs"] == 1 and summary["final_test_error_mean"] == 0.06
+    assert all(v is None or math.isfinite(v) for v in summary.values())
+    on_disk = _strict_json(tmp_path / "results.json")
+    assert on_disk["runs"][1]["train_loss"] == [0.5, None]
+    assert "1 diverged" in report.table(summary)
+
+    all_bad = report.summarise([runs[1]])
+    assert all_bad["final_test_error_mean"] is None and all_bad["final_test_error_max"] is None
