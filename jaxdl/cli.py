@@ -134,6 +134,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="drop probability (default: %(default)s)",
     )
     p.add_argument(
+        "--no-batchnorm",
+        dest="batchnorm",
+        action="store_false",
+        help="leave out every BatchNorm layer (the report's batchnorm ablation)",
+    )
+    p.add_argument(
         "--shift",
         type=int,
         choices=range(0, 4),
@@ -203,6 +209,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             schedule=args.schedule,
             aux_weight=args.aux_weight,
             dropout=args.dropout,
+            batchnorm=args.batchnorm,
             shift=args.shift,
             repair=args.repair,
             nb=args.nb,

@@ -99,6 +99,11 @@ def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
     )
 
 
+def _norm(enabled: bool, train: bool, name: str) -> Callable[[jax.Array], jax.Array]:
+    # The `batchnorm=False` ablation: the layer is left out (no parameters, no statistics).
+    return _batch_norm(train, name) if enabled else (lambda x: x)
+
+
 def _max_pool(x: jax.Array) -> jax.Array:
     # torch MaxPool2d(2): 2x2 windows, stride 2, floor (14 -> 7 -> 3).
     return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
@@ -109,13 +114,14 @@ class MLP(nn.Module):
 
     hidden: tuple[int, ...] = (128, 64)
     dropout: float = 0.4
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
         x = normalize(x).reshape(x.shape[0], -1)  # NCHW flatten: same order as torch
         for i, features in enumerate(self.hidden, start=1):
             x = _dense(features, x.shape[-1], f"fc{i}")(x)
-            x = nn.relu(_batch_norm(train, f"bn{i}")(x))
+            x = nn.relu(_norm(self.batchnorm, train, f"bn{i}")(x))
             x = nn.Dropout(self.dropout, deterministic=not train)(x)
         logit = _dense(1, x.shape[-1], f"fc{len(self.hidden) + 1}")(x)
         return logit[:, 0], None
@@ -130,15 +136,17 @@ class ConvFeatures(nn.Module):
 
     channels: tuple[int, int] = (32, 64)
     hidden: int = 100
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         c1, c2 = self.channels
-        x = _max_pool(nn.relu(_batch_norm(train, "bn1")(_conv(c1, x.shape[-1], "conv1")(x))))
-        x = _max_pool(nn.relu(_batch_norm(train, "bn2")(_conv(c2, c1, "conv2")(x))))
+        bn = functools.partial(_norm, self.batchnorm, train)
+        x = _max_pool(nn.relu(bn("bn1")(_conv(c1, x.shape[-1], "conv1")(x))))
+        x = _max_pool(nn.relu(bn("bn2")(_conv(c2, c1, "conv2")(x))))
         x = x.reshape(x.shape[0], -1)  # (N, 3*3*c2) in (H, W, C) order
         x = _dense(self.hidden, x.shape[-1], "fc1")(x)
-        return nn.relu(_batch_norm(train, "bn3")(x))
+        return nn.relu(bn("bn3")(x))
 
 
 class CNN(nn.Module):
@@ -149,11 +157,12 @@ class CNN(nn.Module):
 
     aux: bool = False
     dropout: float = 0.4
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.transpose(normalize(x), (0, 2, 3, 1))  # NCHW -> NHWC
-        h = ConvFeatures(name="features")(x, train)
+        h = ConvFeatures(batchnorm=self.batchnorm, name="features")(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         logit = _dense(1, h.shape[-1], "fc_out")(h)[:, 0]
         if not self.aux:
@@ -166,10 +175,11 @@ class DigitBranch(nn.Module):
     """One digit (N, 14, 14, 1) to 10 digit logits: ConvFeatures, dropout, Dense(10)."""
 
     dropout: float = 0.4
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        h = ConvFeatures(name="features")(x, train)
+        h = ConvFeatures(batchnorm=self.batchnorm, name="features")(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return _dense(10, h.shape[-1], "fc_out")(h)
 
@@ -190,16 +200,17 @@ class Siamese(nn.Module):
     dropout: float = 0.4
     head_hidden: int = 64
     head_softmax: bool = True
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         b = x.shape[0]
         # (B, 2, 14, 14) -> (2B, 14, 14, 1): digits of a pair stay adjacent, no transpose needed.
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        d = DigitBranch(self.dropout, name="branch")(digits, train)  # (2B, 10)
+        d = DigitBranch(self.dropout, self.batchnorm, name="branch")(digits, train)  # (2B, 10)
         h = (jax.nn.softmax(d) if self.head_softmax else d).reshape(b, 20)
         h = _dense(self.head_hidden, 20, "head_fc1")(h)
-        h = nn.relu(_batch_norm(train, "head_bn")(h))
+        h = nn.relu(_norm(self.batchnorm, train, "head_bn")(h))
         logit = _dense(1, self.head_hidden, "head_fc2")(h)[:, 0]
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
 
@@ -230,12 +241,14 @@ class SiameseExact(nn.Module):
     """
 
     dropout: float = 0.4
+    batchnorm: bool = True
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         b = x.shape[0]
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        d = DigitBranch(self.dropout, name="branch")(digits, train).reshape(b, 2, 10)
+        branch = DigitBranch(self.dropout, self.batchnorm, name="branch")
+        d = branch(digits, train).reshape(b, 2, 10)
         return comparison_logit(d[:, 0], d[:, 1]), d
 
 

@@ -102,6 +102,7 @@ def build(config: TrainConfig) -> tuple[nn.Module, optax.GradientTransformation]
         # across --epochs values.
         config.epochs if config.schedule == "cosine" else 0,
         config.steps_per_epoch,
+        batchnorm=config.batchnorm,
     )
 
 
@@ -115,12 +116,13 @@ def _build(
     schedule: str,
     epochs: int,
     steps_per_epoch: int,
+    batchnorm: bool = True,
 ) -> tuple[nn.Module, optax.GradientTransformation]:
     lr_schedule = schedules.make_schedule(
         schedule, lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
     return (
-        models.create_model(model, dropout=dropout),
+        models.create_model(model, dropout=dropout, batchnorm=batchnorm),
         make_optimizer(optimizer, lr_schedule, weight_decay),
     )
 
@@ -144,7 +146,8 @@ def create_train_state(
     return TrainState.create(
         apply_fn=model.apply,
         params=variables["params"],
-        batch_stats=variables["batch_stats"],
+        # No BatchNorm (the batchnorm=False ablation): no statistics collection at all.
+        batch_stats=variables.get("batch_stats", {}),
         tx=tx,
         key=dropout_key,
     )
@@ -197,7 +200,7 @@ def train_step(
             mutable=["batch_stats"],
         )
         total, bce, ce = compute_losses(logit, aux, target, classes, aux_weight)
-        return total, (updates["batch_stats"], bce, ce)
+        return total, (updates.get("batch_stats", {}), bce, ce)
 
     (loss, (batch_stats, bce, ce)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=batch_stats)

@@ -38,16 +38,23 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
     return (x / 255.0 - MNIST_MEAN) / MNIST_STD
 
 
+def _norm(enabled: bool, norm: Callable[[int], nn.Module], features: int) -> nn.Module:
+    # The `batchnorm=False` ablation: an Identity (no parameters, no buffers), as in jaxdl.
+    return norm(features) if enabled else nn.Identity()
+
+
 class MLP(nn.Module):
     """Fully connected on the flattened pair (392): Linear-BN-ReLU-Dropout twice, then 1 logit."""
 
-    def __init__(self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.4):
+    def __init__(
+        self, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.4, batchnorm: bool = True
+    ):
         super().__init__()
         self.hidden = tuple(hidden)
         sizes = (392, *self.hidden)
         for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True), start=1):
             setattr(self, f"fc{i}", nn.Linear(n_in, n_out))
-            setattr(self, f"bn{i}", nn.BatchNorm1d(n_out))
+            setattr(self, f"bn{i}", _norm(batchnorm, nn.BatchNorm1d, n_out))
         setattr(self, f"fc{len(self.hidden) + 1}", nn.Linear(sizes[-1], 1))
         self.dropout = nn.Dropout(dropout)
 
@@ -66,15 +73,21 @@ class ConvFeatures(nn.Module):
     Input NCHW (N, C, 14, 14); output (N, hidden).
     """
 
-    def __init__(self, in_channels: int, channels: tuple[int, int] = (32, 64), hidden: int = 100):
+    def __init__(
+        self,
+        in_channels: int,
+        channels: tuple[int, int] = (32, 64),
+        hidden: int = 100,
+        batchnorm: bool = True,
+    ):
         super().__init__()
         c1, c2 = channels
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
-        self.bn1 = nn.BatchNorm2d(c1)
+        self.bn1 = _norm(batchnorm, nn.BatchNorm2d, c1)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
-        self.bn2 = nn.BatchNorm2d(c2)
+        self.bn2 = _norm(batchnorm, nn.BatchNorm2d, c2)
         self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
-        self.bn3 = nn.BatchNorm1d(hidden)
+        self.bn3 = _norm(batchnorm, nn.BatchNorm1d, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
@@ -89,10 +102,10 @@ class CNN(nn.Module):
     With `aux`, a 20-way head on the same features gives two 10-way digit classifications.
     """
 
-    def __init__(self, aux: bool = False, dropout: float = 0.4):
+    def __init__(self, aux: bool = False, dropout: float = 0.4, batchnorm: bool = True):
         super().__init__()
         self.aux = aux
-        self.features = ConvFeatures(in_channels=2)
+        self.features = ConvFeatures(in_channels=2, batchnorm=batchnorm)
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 1)
         if aux:
@@ -109,9 +122,9 @@ class CNN(nn.Module):
 class DigitBranch(nn.Module):
     """One digit (N, 1, 14, 14) to 10 digit logits: ConvFeatures, dropout, Linear(10)."""
 
-    def __init__(self, dropout: float = 0.4):
+    def __init__(self, dropout: float = 0.4, batchnorm: bool = True):
         super().__init__()
-        self.features = ConvFeatures(in_channels=1)
+        self.features = ConvFeatures(in_channels=1, batchnorm=batchnorm)
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 10)
 
@@ -133,13 +146,14 @@ class Siamese(nn.Module):
         dropout: float = 0.4,
         head_hidden: int = 64,
         head_softmax: bool = True,
+        batchnorm: bool = True,
     ):
         super().__init__()
         self.aux = aux
         self.head_softmax = head_softmax
-        self.branch = DigitBranch(dropout)
+        self.branch = DigitBranch(dropout, batchnorm)
         self.head_fc1 = nn.Linear(20, head_hidden)
-        self.head_bn = nn.BatchNorm1d(head_hidden)
+        self.head_bn = _norm(batchnorm, nn.BatchNorm1d, head_hidden)
         self.head_fc2 = nn.Linear(head_hidden, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -170,9 +184,9 @@ def comparison_logit(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
 class SiameseExact(nn.Module):
     """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b)."""
 
-    def __init__(self, dropout: float = 0.4):
+    def __init__(self, dropout: float = 0.4, batchnorm: bool = True):
         super().__init__()
-        self.branch = DigitBranch(dropout)
+        self.branch = DigitBranch(dropout, batchnorm)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]

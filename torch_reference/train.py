@@ -61,7 +61,7 @@ def make_optimizer(
 
 def create_model(config: TrainConfig) -> nn.Module:
     """The configuration's model, initialised from torch's global RNG."""
-    return models.create_model(config.model, dropout=config.dropout)
+    return models.create_model(config.model, dropout=config.dropout, batchnorm=config.batchnorm)
 
 
 def compute_losses(
