@@ -2,7 +2,8 @@
 
 Both scripts call `main(framework)`; the flags, their validation, the table, results.json and
 errors.png live here only, so that the two CLIs cannot drift apart. Exit codes: 0 done,
-1 bad data (a one-line message naming the file), 2 bad flags (a one-line argparse message).
+1 bad data or an unreadable checkpoint (a one-line message naming the file), 2 bad flags (a
+one-line argparse message), including a checkpoint written with other flags.
 """
 
 from __future__ import annotations
@@ -18,10 +19,18 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from jaxdl import results
+from jaxdl.checkpoint import CheckpointError, FlagMismatch
 from jaxdl.config import MODEL_NAMES, OPTIMIZERS, SCHEDULES, TrainConfig
 from jaxdl.mnist import SOURCES, DataError
 
-__all__ = ["FRAMEWORKS", "build_parser", "configs_from_args", "main", "parse_args"]
+__all__ = [
+    "FRAMEWORKS",
+    "build_parser",
+    "configs_from_args",
+    "main",
+    "parse_args",
+    "training_flags",
+]
 
 FRAMEWORKS = ("flax", "torch")
 REPO = Path(__file__).resolve().parent.parent
@@ -171,7 +180,21 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--out",
         type=Path,
         default=None,
-        help="output folder (default: runs/<time>-<framework>-<model>)",
+        help="output folder (default: runs/<time>-<framework>-<model>); one that already "
+        "holds results.json is refused unless --overwrite",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the results already in --out")
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="save the full training state there after every epoch (the last few kept)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the checkpoint in --checkpoint-dir (same flags required); starts "
+        "afresh when it holds none",
     )
     p.add_argument(
         "--threads",
@@ -191,7 +214,39 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error(f"argument --batch-size: {args.batch_size} is larger than --nb {args.nb}")
     if len(set(args.model)) != len(args.model):
         parser.error("argument --model: a model is named twice")
+    if args.resume and args.checkpoint_dir is None:
+        parser.error("argument --resume: needs --checkpoint-dir")
+    if args.out is not None and (args.out / "results.json").exists() and not args.overwrite:
+        parser.error(
+            f"argument --out: {args.out} already holds results.json; pass --overwrite to "
+            "replace it, or choose another --out"
+        )
     return args
+
+
+# Flags that do not change what is trained: a checkpoint resumes under any value of these.
+_NOT_TRAINING = ("out", "overwrite", "threads", "checkpoint_dir", "resume")
+
+
+def training_flags(framework: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The flags a checkpoint must be resumed with: every flag that shapes the training."""
+    flags = {k: v for k, v in vars(args).items() if k not in _NOT_TRAINING}
+    return {"framework": framework, **_json_ready(flags)}
+
+
+def _json_ready(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
+
+
+def _open_checkpoint(framework: str, args: argparse.Namespace) -> Any:
+    flags = training_flags(framework, args)
+    if framework == "flax":
+        from jaxdl.checkpoint import OrbaxCheckpointer
+
+        return OrbaxCheckpointer(args.checkpoint_dir, flags, resume=args.resume)
+    from torch_reference.checkpoint import TorchCheckpointer
+
+    return TorchCheckpointer(args.checkpoint_dir, flags, resume=args.resume)
 
 
 def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
@@ -243,6 +298,9 @@ def _backend(framework: str, threads: int | None) -> Any:
 
         if threads is not None:
             torch.set_num_threads(threads)
+        # Same flags and seed, same bits (CPU kernels are deterministic already; this makes any
+        # op without a deterministic kernel an error rather than a silent source of noise).
+        torch.use_deterministic_algorithms(True)
         from torch_reference import train
 
         return train
@@ -286,6 +344,7 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
         return 2
     configs = configs_from_args(args)
     out = args.out if args.out is not None else _default_out(framework, args.model)
+    checkpoint: Any = None
     try:
         from jaxdl.mnist import load_digits
 
@@ -296,10 +355,25 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
         counts = {c.model: backend.param_count(c) for c in configs}
         for model, n in counts.items():
             print(f"{model}: {n:,} parameters", file=sys.stderr)
+        if args.checkpoint_dir is not None:
+            checkpoint = _open_checkpoint(framework, args)
+            if checkpoint.resumed:
+                print(
+                    f"resuming {checkpoint.directory} (step {checkpoint.step}, "
+                    f"{checkpoint.epochs_done()} epoch(s) done)",
+                    file=sys.stderr,
+                )
         per_model: dict[str, dict[str, Any]] = {}
         total = sum(c.runs * c.epochs for c in configs)
         start = time.perf_counter()
-        with tqdm(total=total, unit="epoch", dynamic_ncols=True) as bar:
+        initial = checkpoint.epochs_done() if checkpoint is not None else 0
+        with tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True) as bar:
+
+            def on_diverged(message: str) -> None:
+                if checkpoint is not None:
+                    message += f"; its last good state is {checkpoint.step_path(checkpoint.step)}"
+                bar.write(f"{prog}: warning: {message}", file=sys.stderr)
+
             for config in configs:
 
                 def on_epoch(run: int, epoch: int, row: dict[str, float], model=config.model):
@@ -308,7 +382,9 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
                     )
                     bar.update(1)
 
-                per_model[config.model] = backend.train_and_evaluate(config, on_epoch)
+                per_model[config.model] = backend.train_and_evaluate(
+                    config, on_epoch, checkpoint=checkpoint, on_diverged=on_diverged
+                )
                 # Epochs a diverged run did not train still count towards the bar's total.
                 bar.n = sum(
                     len(r["test_error"]) if not r["diverged"] else config.epochs
@@ -316,16 +392,29 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
                     for r in res["runs"]
                 )
                 bar.refresh()
+    except FlagMismatch as e:
+        flag = "checkpoint-dir" if e.flag == "framework" else e.flag.replace("_", "-")
+        print(f"{prog}: error: argument --{flag}: {e}", file=sys.stderr)
+        return 2
+    except CheckpointError as e:
+        if e.usage:
+            print(f"{prog}: error: argument --checkpoint-dir: {e}", file=sys.stderr)
+            return 2
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
     except DataError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        if checkpoint is not None:
+            checkpoint.close()
     seconds = time.perf_counter() - start
 
     summaries = {m: r["summary"] for m, r in per_model.items()}
     table = results.format_table([(c.model, c.epochs, summaries[c.model]) for c in configs])
     print(table)
     config_record = {
-        **{k: v for k, v in vars(args).items() if k not in ("model", "out")},
+        **_json_ready({k: v for k, v in vars(args).items() if k not in ("model", "out")}),
         "model": args.model[0] if len(args.model) == 1 else list(args.model),
         "models": list(args.model),
         "out": str(out),

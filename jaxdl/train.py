@@ -19,12 +19,13 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax.training import train_state
 
 from jaxdl import augment, data, models, schedules
+from jaxdl.checkpoint import Checkpointer
 from jaxdl.config import OPTIMIZERS, TrainConfig
+from jaxdl.divergence import divergence, is_finite
 from jaxdl.results import summarize
 
 __all__ = [
@@ -294,12 +295,13 @@ def run_epoch(
 
     Returns the new state and the epoch's metrics, still on device: `train_loss` (mean of the
     step losses, train mode), `train_errors`/`test_errors` (counts), `train_eval_loss`,
-    `test_loss`. Every piece is compiled once per configuration and reused.
+    `test_loss`, and `step_loss` (the per-step losses, to locate a divergence). Every piece is
+    compiled once per configuration and reused.
     """
     batch_idx = _epoch_batches(shuffle_key, train.x.shape[0], batch_size)
     state, steps = train_epoch(state, train, batch_idx, aux_weight, shift)
     metrics = _evaluate_both(state, train, test, aux_weight=aux_weight)
-    return state, {"train_loss": steps["loss"].mean(), **metrics}
+    return state, {"train_loss": steps["loss"].mean(), "step_loss": steps["loss"], **metrics}
 
 
 def load_pairs(config: TrainConfig, seed: int) -> tuple[PairData, PairData]:
@@ -322,13 +324,22 @@ EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
 def train_run(
-    config: TrainConfig, run: int, on_epoch: EpochCallback | None = None
+    config: TrainConfig,
+    run: int,
+    on_epoch: EpochCallback | None = None,
+    *,
+    checkpoint: Checkpointer | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Trains one run (seed `config.run_seed(run)`: pairs, initialisation, order, dropout).
 
     Returns a JSON-ready dict: model, seed, per-epoch `train_error`, `test_error` (fractions),
-    `train_loss`, `test_loss`, `seconds`, and `diverged` (with `diverged_epoch`) when a loss
-    became non-finite, in which case training stopped at that epoch.
+    `train_loss`, `test_loss`, `seconds`, and `diverged` (with `diverged_epoch`,
+    `diverged_step`, `diverged_message`, see jaxdl.divergence) when a loss became non-finite,
+    in which case training stopped at that epoch and `on_diverged` gets the message.
+    With a `checkpoint` (jaxdl.checkpoint), the full state is saved after every epoch (a
+    diverged run saves its last good state) and a run the checkpoint holds is continued
+    where it stopped, to the same bits as an uninterrupted run.
     """
     start = time.perf_counter()
     seed = config.run_seed(run)
@@ -345,8 +356,19 @@ def train_run(
         "test_loss": [],
         "diverged": False,
     }
+    first_epoch = 0
+    if checkpoint is not None:
+        saved = checkpoint.resume_run(config.model, run, config.epochs, (state, shuffle_key))
+        if saved is not None:
+            result, restored = saved
+            if restored is None:  # finished before the interruption
+                return result
+            state, shuffle_key = restored
+            first_epoch = len(result["test_error"])
+            start -= result.pop("seconds", 0.0)  # wall time adds up over resumptions
     n_train, n_test = train.x.shape[0], test.x.shape[0]
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
+        good_state = state
         epoch_key = jax.random.fold_in(shuffle_key, epoch)
         epoch_train = train
         if config.repair and epoch > 0:
@@ -369,11 +391,20 @@ def train_run(
             "train_loss": float(m["train_loss"]),
             "test_loss": float(m["test_loss"]),
         }
-        if not (np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])):
-            result.update(diverged=True, diverged_epoch=epoch + 1)
+        if not is_finite(row["train_loss"], row["test_loss"], m["train_eval_loss"]):
+            eval_losses = {"train_eval_loss": m["train_eval_loss"], "test_loss": row["test_loss"]}
+            result.update(divergence(config.model, run, seed, epoch, m["step_loss"], eval_losses))
+            result["seconds"] = time.perf_counter() - start
+            if checkpoint is not None:
+                checkpoint.save(config.model, run, (good_state, shuffle_key), result, diverged=True)
+            if on_diverged is not None:
+                on_diverged(result["diverged_message"])
             break
         for key, value in row.items():
             result[key].append(value)
+        result["seconds"] = time.perf_counter() - start
+        if checkpoint is not None:
+            checkpoint.save(config.model, run, (state, shuffle_key), result)
         if on_epoch is not None:
             on_epoch(run, epoch, row)
     result["seconds"] = time.perf_counter() - start
@@ -381,10 +412,20 @@ def train_run(
 
 
 def train_and_evaluate(
-    config: TrainConfig, on_epoch: EpochCallback | None = None
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    checkpoint: Checkpointer | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """`config.runs` runs of `config.model`: {"runs": [per-run dicts], "summary": {...}}."""
-    runs = [train_run(config, r, on_epoch) for r in range(config.runs)]
+    """`config.runs` runs of `config.model`: {"runs": [per-run dicts], "summary": {...}}.
+
+    `checkpoint` and `on_diverged`: as in `train_run`.
+    """
+    runs = [
+        train_run(config, r, on_epoch, checkpoint=checkpoint, on_diverged=on_diverged)
+        for r in range(config.runs)
+    ]
     return {"runs": runs, "summary": summarize(runs)}
 
 

@@ -7,16 +7,18 @@ Public names mirror jaxdl.train: `make_optimizer`, `compute_losses`, `error_coun
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.config import OPTIMIZERS, TrainConfig
+from jaxdl.divergence import divergence, is_finite
 from jaxdl.results import summarize
 from torch_reference import data, models, schedules
 
@@ -152,7 +154,10 @@ def run_epoch(
     batch_size: int,
     aux_weight: float,
 ) -> dict[str, Any]:
-    """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode)."""
+    """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode).
+
+    `step_loss` holds the per-step losses, to locate a divergence.
+    """
     batch_idx = epoch_batches(generator, train.x.shape[0], batch_size)
     steps = train_epoch(model, optimizer, train, batch_idx, aux_weight)
     scheduler.step()
@@ -160,6 +165,7 @@ def run_epoch(
     on_test = evaluate(model, test, aux_weight)
     return {
         "train_loss": steps["loss"].mean().item(),
+        "step_loss": steps["loss"].numpy(),
         "train_errors": on_train["errors"],
         "train_eval_loss": on_train["loss"],
         "test_errors": on_test["errors"],
@@ -178,12 +184,56 @@ def load_pairs(config: TrainConfig, seed: int) -> tuple[PairData, PairData]:
 EpochCallback = Callable[[int, int, dict[str, float]], None]
 
 
+def _training_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> dict[str, Any]:
+    # Everything the next epoch depends on: weights and BatchNorm buffers, Adam moments and
+    # step, the scheduler's position, the dropout RNG (global) and the batch-order generator.
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "generator": generator.get_state(),
+    }
+
+
+def _load_training_state(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> None:
+    # Into objects made for this run only: on a failure they are dropped, never used half-loaded.
+    try:
+        model.load_state_dict(state["model"], strict=True)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["rng"])
+        generator.set_state(state["generator"])
+    except (KeyError, RuntimeError, TypeError, ValueError) as e:
+        text = " ".join(str(e).split())[:200]
+        raise CheckpointError(
+            f"the checkpoint's state does not fit this model and optimizer ({text})"
+        ) from None
+
+
 def train_run(
-    config: TrainConfig, run: int, on_epoch: EpochCallback | None = None
+    config: TrainConfig,
+    run: int,
+    on_epoch: EpochCallback | None = None,
+    *,
+    checkpoint: Checkpointer | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Trains one run (seed `config.run_seed(run)`: pairs, initialisation, order, dropout).
 
-    Returns the same JSON-ready dict as `jaxdl.train.train_run`.
+    Returns the same JSON-ready dict as `jaxdl.train.train_run`; `checkpoint` (a
+    torch_reference.checkpoint.TorchCheckpointer) and `on_diverged` as there.
     """
     if config.shift or config.repair:
         # The augmentation (jaxdl.augment) has no torch mirror yet: refuse rather than ignore.
@@ -206,8 +256,24 @@ def train_run(
         "test_loss": [],
         "diverged": False,
     }
+    first_epoch = 0
+    if checkpoint is not None:
+        saved = checkpoint.resume_run(config.model, run, config.epochs, None)
+        if saved is not None:
+            result, restored = saved
+            if restored is None:  # finished before the interruption
+                return result
+            _load_training_state(restored, model, optimizer, scheduler, generator)
+            first_epoch = len(result["test_error"])
+            start -= result.pop("seconds", 0.0)  # wall time adds up over resumptions
     n_train, n_test = train.x.shape[0], test.x.shape[0]
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
+        # The epoch updates the model in place: keep a copy to save if it diverges.
+        good_state = (
+            copy.deepcopy(_training_state(model, optimizer, scheduler, generator))
+            if checkpoint is not None
+            else None
+        )
         m = run_epoch(
             model,
             optimizer,
@@ -224,11 +290,21 @@ def train_run(
             "train_loss": m["train_loss"],
             "test_loss": m["test_loss"],
         }
-        if not (np.isfinite(row["train_loss"]) and np.isfinite(row["test_loss"])):
-            result.update(diverged=True, diverged_epoch=epoch + 1)
+        if not is_finite(row["train_loss"], row["test_loss"], m["train_eval_loss"]):
+            eval_losses = {"train_eval_loss": m["train_eval_loss"], "test_loss": row["test_loss"]}
+            result.update(divergence(config.model, run, seed, epoch, m["step_loss"], eval_losses))
+            result["seconds"] = time.perf_counter() - start
+            if checkpoint is not None:
+                checkpoint.save(config.model, run, good_state, result, diverged=True)
+            if on_diverged is not None:
+                on_diverged(result["diverged_message"])
             break
         for key, value in row.items():
             result[key].append(value)
+        result["seconds"] = time.perf_counter() - start
+        if checkpoint is not None:
+            state = _training_state(model, optimizer, scheduler, generator)
+            checkpoint.save(config.model, run, state, result)
         if on_epoch is not None:
             on_epoch(run, epoch, row)
     result["seconds"] = time.perf_counter() - start
@@ -236,10 +312,20 @@ def train_run(
 
 
 def train_and_evaluate(
-    config: TrainConfig, on_epoch: EpochCallback | None = None
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    *,
+    checkpoint: Checkpointer | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """`config.runs` runs of `config.model`: {"runs": [per-run dicts], "summary": {...}}."""
-    runs = [train_run(config, r, on_epoch) for r in range(config.runs)]
+    """`config.runs` runs of `config.model`: {"runs": [per-run dicts], "summary": {...}}.
+
+    `checkpoint` and `on_diverged`: as in `train_run`.
+    """
+    runs = [
+        train_run(config, r, on_epoch, checkpoint=checkpoint, on_diverged=on_diverged)
+        for r in range(config.runs)
+    ]
     return {"runs": runs, "summary": summarize(runs)}
 
 
