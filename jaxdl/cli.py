@@ -149,6 +149,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="leave out every BatchNorm layer (the report's batchnorm ablation)",
     )
     p.add_argument(
+        "--depth",
+        type=_positive_int,
+        default=d.depth,
+        help="conv layers per block of the branch, siamese_exact only (default: %(default)s)",
+    )
+    p.add_argument(
         "--shift",
         type=int,
         choices=range(0, 4),
@@ -214,6 +220,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error(f"argument --batch-size: {args.batch_size} is larger than --nb {args.nb}")
     if len(set(args.model)) != len(args.model):
         parser.error("argument --model: a model is named twice")
+    if args.depth != 1 and set(args.model) != {"siamese_exact"}:
+        parser.error("argument --depth: only siamese_exact has a configurable depth")
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir")
     if args.out is not None and (args.out / "results.json").exists() and not args.overwrite:
@@ -265,6 +273,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             aux_weight=args.aux_weight,
             dropout=args.dropout,
             batchnorm=args.batchnorm,
+            depth=args.depth,
             shift=args.shift,
             repair=args.repair,
             nb=args.nb,

@@ -36,6 +36,7 @@ class TrainConfig:
     aux_weight: float = 0.8
     dropout: float = 0.4
     batchnorm: bool = True  # False: the report's "batchnorm disabled" ablation (no BN layers)
+    depth: int = 1  # conv layers per block of siamese_exact's branch (deeper branches)
     # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
     # training digit shifted by up to `shift` pixels each step; the training digits re-paired
     # every epoch (targets from the classes).

@@ -137,13 +137,16 @@ class ConvFeatures(nn.Module):
     channels: tuple[int, int] = (32, 64)
     hidden: int = 100
     batchnorm: bool = True
+    depth: int = 1  # 3x3 conv-BN-ReLU layers per block (extra ones named conv{k}_{i}, bn{k}_{i})
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        c1, c2 = self.channels
         bn = functools.partial(_norm, self.batchnorm, train)
-        x = _max_pool(nn.relu(bn("bn1")(_conv(c1, x.shape[-1], "conv1")(x))))
-        x = _max_pool(nn.relu(bn("bn2")(_conv(c2, c1, "conv2")(x))))
+        for k, c in enumerate(self.channels, start=1):
+            x = nn.relu(bn(f"bn{k}")(_conv(c, x.shape[-1], f"conv{k}")(x)))
+            for i in range(2, self.depth + 1):
+                x = nn.relu(bn(f"bn{k}_{i}")(_conv(c, c, f"conv{k}_{i}")(x)))
+            x = _max_pool(x)
         x = x.reshape(x.shape[0], -1)  # (N, 3*3*c2) in (H, W, C) order
         x = _dense(self.hidden, x.shape[-1], "fc1")(x)
         return nn.relu(bn("bn3")(x))
@@ -176,10 +179,12 @@ class DigitBranch(nn.Module):
 
     dropout: float = 0.4
     batchnorm: bool = True
+    depth: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        h = ConvFeatures(batchnorm=self.batchnorm, name="features")(x, train)
+        features = ConvFeatures(batchnorm=self.batchnorm, depth=self.depth, name="features")
+        h = features(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return _dense(10, h.shape[-1], "fc_out")(h)
 
@@ -242,12 +247,13 @@ class SiameseExact(nn.Module):
 
     dropout: float = 0.4
     batchnorm: bool = True
+    depth: int = 1  # deeper branches: conv layers per block (see ConvFeatures)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         b = x.shape[0]
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        branch = DigitBranch(self.dropout, self.batchnorm, name="branch")
+        branch = DigitBranch(self.dropout, self.batchnorm, self.depth, name="branch")
         d = branch(digits, train).reshape(b, 2, 10)
         return comparison_logit(d[:, 0], d[:, 1]), d
 

@@ -104,6 +104,7 @@ def build(config: TrainConfig) -> tuple[nn.Module, optax.GradientTransformation]
         config.epochs if config.schedule == "cosine" else 0,
         config.steps_per_epoch,
         batchnorm=config.batchnorm,
+        depth=config.depth,
     )
 
 
@@ -118,12 +119,16 @@ def _build(
     epochs: int,
     steps_per_epoch: int,
     batchnorm: bool = True,
+    depth: int = 1,
 ) -> tuple[nn.Module, optax.GradientTransformation]:
     lr_schedule = schedules.make_schedule(
         schedule, lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
     return (
-        models.create_model(model, dropout=dropout, batchnorm=batchnorm),
+        # `depth` only where asked: the models without conv blocks do not take it.
+        models.create_model(
+            model, dropout=dropout, batchnorm=batchnorm, **({"depth": depth} if depth != 1 else {})
+        ),
         make_optimizer(optimizer, lr_schedule, weight_decay),
     )
 

@@ -86,3 +86,19 @@ def test_batchnorm_off_leaves_out_every_batchnorm_in_both_packages(name):
     tmodel = tmodels.create_model(name, batchnorm=False)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in tmodel.modules())
     assert models.param_count(variables["params"]) == tmodels.param_count(tmodel)
+
+
+def test_deeper_siamese_exact_converts_and_agrees_with_torch():
+    """depth=2 adds conv{k}_2/bn{k}_2 in both packages; converted weights give the same outputs."""
+    from jaxdl import convert
+
+    torch.manual_seed(0)
+    tmodel = tmodels.create_model("siamese_exact", depth=2, dropout=0.0).eval()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 2, 14, 14)).astype(np.float32)
+    with torch.no_grad():
+        t_logit, t_aux = tmodel(torch.from_numpy(x))
+    variables = convert.torch_to_flax(tmodel.state_dict(), "siamese_exact")
+    fmodel = models.create_model("siamese_exact", depth=2, dropout=0.0)
+    logit, aux = fmodel.apply(variables, jnp.asarray(x), train=False)
+    np.testing.assert_allclose(np.asarray(aux), t_aux.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(logit), t_logit.numpy(), rtol=1e-4, atol=1e-4)

@@ -79,19 +79,29 @@ class ConvFeatures(nn.Module):
         channels: tuple[int, int] = (32, 64),
         hidden: int = 100,
         batchnorm: bool = True,
+        depth: int = 1,
     ):
         super().__init__()
         c1, c2 = channels
+        self.depth = depth
         self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
         self.bn1 = _norm(batchnorm, nn.BatchNorm2d, c1)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
         self.bn2 = _norm(batchnorm, nn.BatchNorm2d, c2)
+        # Deeper branches (jaxdl's ConvFeatures.depth): extra 3x3 convs before each pool.
+        for k, c in ((1, c1), (2, c2)):
+            for i in range(2, depth + 1):
+                setattr(self, f"conv{k}_{i}", nn.Conv2d(c, c, kernel_size=3, padding=1))
+                setattr(self, f"bn{k}_{i}", _norm(batchnorm, nn.BatchNorm2d, c))
         self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
         self.bn3 = _norm(batchnorm, nn.BatchNorm1d, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
-        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        for k in (1, 2):
+            x = F.relu(getattr(self, f"bn{k}")(getattr(self, f"conv{k}")(x)))
+            for i in range(2, self.depth + 1):
+                x = F.relu(getattr(self, f"bn{k}_{i}")(getattr(self, f"conv{k}_{i}")(x)))
+            x = F.max_pool2d(x, 2)
         x = x.reshape(x.shape[0], -1)  # (N, c2*3*3) in (C, H, W) order
         return F.relu(self.bn3(self.fc1(x)))
 
@@ -122,9 +132,9 @@ class CNN(nn.Module):
 class DigitBranch(nn.Module):
     """One digit (N, 1, 14, 14) to 10 digit logits: ConvFeatures, dropout, Linear(10)."""
 
-    def __init__(self, dropout: float = 0.4, batchnorm: bool = True):
+    def __init__(self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1):
         super().__init__()
-        self.features = ConvFeatures(in_channels=1, batchnorm=batchnorm)
+        self.features = ConvFeatures(in_channels=1, batchnorm=batchnorm, depth=depth)
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 10)
 
@@ -184,9 +194,9 @@ def comparison_logit(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
 class SiameseExact(nn.Module):
     """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b)."""
 
-    def __init__(self, dropout: float = 0.4, batchnorm: bool = True):
+    def __init__(self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1):
         super().__init__()
-        self.branch = DigitBranch(dropout, batchnorm)
+        self.branch = DigitBranch(dropout, batchnorm, depth)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]

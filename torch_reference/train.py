@@ -63,7 +63,10 @@ def make_optimizer(
 
 def create_model(config: TrainConfig) -> nn.Module:
     """The configuration's model, initialised from torch's global RNG."""
-    return models.create_model(config.model, dropout=config.dropout, batchnorm=config.batchnorm)
+    depth = {"depth": config.depth} if config.depth != 1 else {}
+    return models.create_model(
+        config.model, dropout=config.dropout, batchnorm=config.batchnorm, **depth
+    )
 
 
 def compute_losses(
