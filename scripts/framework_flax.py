@@ -73,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     full_config = {
         **config.to_dict(),
+        "out": str(out),
         **env,
         "vmapped_runs": True,
         "compile_seconds": compile_s,

@@ -55,7 +55,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"cpu ({platform.processor() or platform.machine()})",
         {"torch": torch.__version__},
     )
-    full_config = {**config.to_dict(), **env, "torch_threads": torch.get_num_threads()}
+    full_config = {
+        **config.to_dict(),
+        "out": str(out),
+        **env,
+        "torch_threads": torch.get_num_threads(),
+    }
     results = report.write_results(out, full_config, runs, "torch_reference.framework (torch)")
     print(report.epoch_table(runs))
     total = sum(r["seconds"] for r in runs)

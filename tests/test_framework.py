@@ -458,6 +458,7 @@ def test_script_end_to_end_writes_json_and_png(script: str, tmp_path: Path) -> N
     config = results["config"]
     assert config["epochs"] == 2 and config["batch_size"] == 100 and config["output"] == 1
     assert {"device", "versions", "lr", "schedule", "momentum", "seed", "runs"} <= set(config)
+    assert config["out"] == str(out) and config["inputs"] == "standardised"
     assert [r["seed"] for r in results["runs"]] == [5, 6]
     for run in results["runs"]:
         for key in ("train_error", "test_error", "train_loss"):
