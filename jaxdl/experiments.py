@@ -1,0 +1,726 @@
+"""The report's experiments (sections 2.2.1, 2.3.1, 2.4.1, ablations, 3.3, beat-it) as cached cells.
+
+A *cell* is one training recipe (a `TrainConfig`, or a `FrameworkConfig` for Project II) run for
+some seeds. Every finished run is stored as JSON under `<out>/cache/`, keyed by a hash of the
+recipe, so an interrupted reproduction continues where it stopped and cells shared between
+sections (e.g. `cnn` in 2.3.1 and 2.4.1) are trained once.
+
+The key trick for the curves: with the `constant` and `sgdr` schedules nothing in a run depends
+on its total length (the learning rate, the shuffles and the dropout masks are functions of the
+epoch/step only), so the first E epochs of a 100-epoch run ARE the E-epoch run. Their cache key
+therefore leaves out `epochs`, and one long run per seed serves every shorter epoch count.
+`cosine` decays over the whole run, so its key keeps `epochs` and each length is its own run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxdl import results
+from jaxdl.config import TrainConfig
+from jaxdl.framework.config import FrameworkConfig
+
+__all__ = [
+    "REPORT_221",
+    "REPORT_231",
+    "REPORT_33",
+    "SECTIONS",
+    "Cell",
+    "Plan",
+    "Scale",
+    "cached_runs",
+    "epoch_summary",
+    "make_plan",
+    "run_plan",
+]
+
+# Bump when a change of the code changes what a cached run would contain.
+CACHE_VERSION = 1
+
+# The report's tables, errors in %: (train, test, minimum test[, SD as a fraction]).
+REPORT_221: dict[tuple[str, int], tuple[float, float, float]] = {
+    ("mlp", 5): (7.36, 20.34, 19.2),
+    ("cnn", 5): (13.89, 25.79, 17.0),
+    ("mlp", 25): (3.37, 19.06, 16.9),
+    ("cnn", 25): (0.0, 15.92, 14.8),
+    ("mlp", 50): (2.85, 19.98, 18.4),
+    ("cnn", 50): (0.0, 15.19, 14.5),
+    ("mlp", 80): (1.41, 19.19, 17.9),
+    ("cnn", 80): (3.29, 19.48, 13.8),
+}
+REPORT_231: dict[tuple[str, int], tuple[float, float, float, float]] = {
+    ("cnn", 6): (0.08, 16.61, 15.3, 0.0148),
+    ("siamese", 6): (0.27, 12.77, 11.9, 0.0049),
+    ("cnn", 10): (0.0, 16.85, 15.5, 0.0201),
+    ("siamese", 10): (1.42, 15.25, 12.5, 0.0129),
+    ("cnn", 15): (0.0, 16.45, 15.5, 0.0111),
+    ("siamese", 15): (0.01, 13.08, 11.4, 0.0097),
+    ("cnn", 35): (0.04, 16.1, 14.7, 0.0107),
+    ("siamese", 35): (0.05, 13.8, 12.0, 0.0122),
+    ("cnn", 45): (0.01, 15.88, 14.5, 0.0135),
+    ("siamese", 45): (0.0, 14.41, 12.4, 0.0103),
+}
+# 2.4.1 gives no table: cnn_aux's mean test error ranged over [14.5, 21]%, its best run 13.1%.
+REPORT_241_CNN_AUX = {"mean_range": (14.5, 21.0), "min": 13.1, "min_epoch": 35}
+# 3.3: (train, test) per statistic, in %.
+REPORT_33: dict[str, tuple[float, float]] = {
+    "mean": (2.41, 2.51),
+    "min": (1.5, 1.7),
+    "max": (3.5, 3.6),
+    "std": (0.6, 0.65),
+}
+
+# Run order: the cells the issue's goals rest on first, the long 100-epoch curves last.
+SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221")
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+    """How much to run: runs per cell and the epochs of each section."""
+
+    runs: int = 10  # the goal rows (beat-it) and Project II
+    curve_runs: int = 10  # 2.2.1, 2.3.1, 2.4.1 and the ablations
+    s221_epochs: int = 100
+    curve_epochs: int = 50  # 2.3.1 and 2.4.1
+    goal_epochs: int = 25  # ablations and beat-it (the issue's goals are at 25 epochs)
+    nb: int = 1000
+    p2_epochs: int = 50
+
+    @classmethod
+    def quick(cls) -> Scale:
+        return cls(
+            runs=2,
+            curve_runs=2,
+            s221_epochs=3,
+            curve_epochs=3,
+            goal_epochs=2,
+            nb=100,
+            p2_epochs=2,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One recipe of a section: `name` is its label in tables and figures."""
+
+    section: str
+    name: str
+    config: TrainConfig | FrameworkConfig
+
+
+def _key_fields(config: TrainConfig | FrameworkConfig) -> dict[str, Any]:
+    fields = config.to_dict()
+    fields.pop("runs")
+    fields.pop("seed")  # runs are cached per absolute seed
+    if isinstance(config, TrainConfig):
+        fields["kind"] = "project1"
+        if config.schedule != "cosine":
+            fields.pop("epochs")  # see the module docstring
+    else:
+        fields["kind"] = "project2"
+    fields["cache_version"] = CACHE_VERSION
+    return fields
+
+
+def cell_key(config: TrainConfig | FrameworkConfig) -> str:
+    """The cache key of a recipe: 16 hex digits of a hash of its fields (see _key_fields)."""
+    text = json.dumps(_key_fields(config), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _truncate(run: dict[str, Any], epochs: int) -> dict[str, Any]:
+    out = dict(run)
+    for key in ("train_error", "test_error", "train_loss", "test_loss"):
+        out[key] = run[key][:epochs]
+    return out
+
+
+ProgressCallback = Callable[[int], None]
+
+
+def _train_project1(
+    config: TrainConfig, seeds: Sequence[int], progress: ProgressCallback
+) -> list[dict[str, Any]]:
+    from jaxdl import train
+
+    base = config.replace(seed=0)
+    return [train.train_run(base, seed, lambda run, epoch, row: progress(1)) for seed in seeds]
+
+
+def _train_project2(
+    config: FrameworkConfig, seeds: Sequence[int], progress: ProgressCallback
+) -> list[dict[str, Any]]:
+    # The same program as scripts/framework_flax.py: all runs vmapped in one compiled scan.
+    import jax
+    import jax.numpy as jnp
+
+    from jaxdl.framework import report
+    from jaxdl.framework.optim import sgd
+    from jaxdl.framework.train import DiskData, disk_data, disk_network, make_schedule, train_runs
+
+    runs_data = [disk_data(s, config.output, inputs=config.inputs) for s in seeds]
+    data = DiskData(*(np.stack(field) for field in zip(*runs_data, strict=True)))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+    optimizer = sgd(make_schedule(config.lr, config.schedule, config.total_steps), config.momentum)
+
+    def on_epoch(epoch: Any, metrics: Any) -> None:
+        progress(len(seeds))
+
+    fit = jax.jit(
+        functools.partial(
+            train_runs,
+            layer=disk_network(config.output),
+            optimizer=optimizer,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            on_epoch=on_epoch,
+        )
+    )
+    start = time.perf_counter()
+    _, history = fit(keys, data)
+    history = jax.device_get(history)
+    jax.effects_barrier()
+    seconds = (time.perf_counter() - start) / len(seeds)
+    return [
+        report.run_record(seed, jax.tree.map(lambda a, r=r: a[r], history), seconds)
+        for r, seed in enumerate(seeds)
+    ]
+
+
+def _cache_path(cache_dir: Path, config: TrainConfig | FrameworkConfig, seed: int) -> Path:
+    name = getattr(config, "model", "framework")
+    return cache_dir / f"{name}-{cell_key(config)}-seed{seed}.json"
+
+
+def _load(path: Path, epochs: int) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    run = json.loads(path.read_text())
+    if len(run["test_error"]) < epochs and not run.get("diverged"):
+        return None  # a shorter run than needed: train the longer one
+    return _truncate(run, epochs)
+
+
+def cached_runs(
+    config: TrainConfig | FrameworkConfig,
+    cache_dir: Path,
+    progress: ProgressCallback | None = None,
+    train_epochs: Mapping[int, int] | None = None,
+) -> list[dict[str, Any]]:
+    """The runs seed .. seed + runs - 1 of a recipe, trained only where not cached.
+
+    Args:
+      config: the recipe; its `epochs` is the length of the returned runs.
+      cache_dir: where finished runs are stored, one JSON file each, written atomically as
+        soon as the run ends (an interruption loses at most the run in progress).
+      progress: called with the number of epochs just trained.
+      train_epochs: per seed, train a missing run this long (a later cell of the same key
+        needs the longer run; length-independent schedules only), then cut to `config.epochs`.
+    """
+    progress = progress or (lambda n: None)
+    train_epochs = train_epochs or {}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    seeds = [config.run_seed(r) for r in range(config.runs)]
+    found = {s: _load(_cache_path(cache_dir, config, s), config.epochs) for s in seeds}
+    missing = [s for s, run in found.items() if run is None]
+    if isinstance(config, FrameworkConfig):
+        # All missing runs train together (vmapped), at the recipe's own length.
+        for run in _train_project2(config, missing, progress) if missing else []:
+            results.write_json(_cache_path(cache_dir, config, run["seed"]), run)
+            found[run["seed"]] = run
+        return [found[s] for s in seeds]
+    for seed in missing:
+        epochs = max(config.epochs, train_epochs.get(seed, 0))
+        if epochs > config.epochs and "epochs" in _key_fields(config):
+            raise ValueError("a cosine run depends on its length: it cannot be trained longer")
+        (run,) = _train_project1(config.replace(epochs=epochs), [seed], progress)
+        results.write_json(_cache_path(cache_dir, config, seed), run)
+        found[seed] = _truncate(run, config.epochs)
+    return [found[s] for s in seeds]
+
+
+def epoch_summary(runs: Sequence[dict[str, Any]], epoch: int) -> dict[str, Any]:
+    """`results.summarize` of the runs cut after `epoch` (1-based), plus the max and the epoch."""
+    cut = [_truncate(r, epoch) for r in runs if len(r["test_error"]) >= epoch]
+    out = results.summarize(cut)
+    finals = [r["test_error"][-1] for r in cut if not r.get("diverged")]
+    out["final_test_error_max"] = float(max(finals)) if finals else None
+    out["epoch"] = epoch
+    return out
+
+
+@dataclasses.dataclass
+class Plan:
+    """The cells of the chosen sections, in run order."""
+
+    scale: Scale
+    cells: list[Cell]
+
+    def section(self, name: str) -> list[Cell]:
+        return [c for c in self.cells if c.section == name]
+
+
+def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
+    """Every cell of the chosen sections at the given scale (see docs/RESULTS.md for the why)."""
+    sections = list(sections)
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    base = TrainConfig(runs=scale.runs, nb=scale.nb)
+    curves = base.replace(runs=scale.curve_runs)
+    cells: list[Cell] = []
+    for section in SECTIONS:
+        if section not in sections:
+            continue
+        if section == "p2":
+            defaults = FrameworkConfig(runs=scale.runs, epochs=scale.p2_epochs)
+            cells += [
+                Cell(
+                    "p2",
+                    "report-like: constant lr 0.03, raw [0,1] inputs",
+                    dataclasses.replace(defaults, schedule="constant", inputs="raw"),
+                ),
+                Cell("p2", "framework defaults: standardised inputs, lr 0.03 cosine", defaults),
+                Cell(
+                    "p2",
+                    "defaults + momentum 0.9, lr 0.003 cosine",
+                    dataclasses.replace(defaults, momentum=0.9, lr=0.003),
+                ),
+            ]
+        elif section == "beat":
+            goal = base.replace(epochs=scale.goal_epochs)
+            cells += [
+                Cell("beat", "siamese_aux", goal.replace(model="siamese_aux")),
+                Cell("beat", "siamese_exact", goal.replace(model="siamese_exact")),
+                Cell("beat", "siamese_exact +shift1", goal.replace(model="siamese_exact", shift=1)),
+                Cell(
+                    "beat",
+                    "siamese_exact +repair",
+                    goal.replace(model="siamese_exact", repair=True),
+                ),
+                Cell(
+                    "beat",
+                    "siamese_exact +shift1 +repair",
+                    goal.replace(model="siamese_exact", shift=1, repair=True),
+                ),
+            ]
+        elif section == "s231":
+            curve = curves.replace(epochs=scale.curve_epochs)
+            cells += [Cell("s231", m, curve.replace(model=m)) for m in ("cnn", "siamese")]
+        elif section == "s241":
+            curve = curves.replace(epochs=scale.curve_epochs)
+            names = ("cnn", "cnn_aux", "siamese", "siamese_aux")
+            cells += [Cell("s241", m, curve.replace(model=m)) for m in names]
+        elif section == "ablations":
+            goal = curves.replace(model="siamese_aux", epochs=scale.goal_epochs)
+            cells += [
+                Cell("ablations", "weight decay 0.01 (default)", goal),
+                Cell("ablations", "weight decay 0", goal.replace(weight_decay=0.0)),
+                Cell("ablations", "schedule sgdr (default)", goal),
+                Cell("ablations", "schedule constant", goal.replace(schedule="constant")),
+                Cell("ablations", "schedule cosine", goal.replace(schedule="cosine")),
+            ]
+            cells += [
+                Cell("ablations", f"aux weight {w:g}", goal.replace(aux_weight=w))
+                for w in (0.0, 0.2, 0.5, 0.8, 1.0)
+            ]
+            cells += [
+                Cell("ablations", "batchnorm on (default)", goal),
+                Cell("ablations", "batchnorm off", goal.replace(batchnorm=False)),
+            ]
+            cells += [
+                Cell("ablations", "dropout 0.4 (default)", goal),
+                Cell("ablations", "dropout 0.2", goal.replace(dropout=0.2)),
+            ]
+        elif section == "s221":
+            # Before the report added weight decay and the scheduler: Adam 1e-3, constant.
+            legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
+            cells += [
+                Cell("s221", f"{m} dropout {p:g}", legacy.replace(model=m, dropout=p))
+                for p in (0.0, 0.4)
+                for m in ("mlp", "cnn")
+            ]
+    return Plan(scale, cells)
+
+
+def run_plan(
+    plan: Plan, out_dir: Path, progress: ProgressCallback | None = None
+) -> dict[str, list[dict[str, Any]]]:
+    """Trains (or loads) every cell; returns {`section/name`: runs}."""
+    cache_dir = out_dir / "cache"
+    longest = _longest(plan)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for cell in plan.cells:
+        key = cell_key(cell.config)
+        seeds = {s: e for (k, s), e in longest.items() if k == key}
+        out[f"{cell.section}/{cell.name}"] = cached_runs(cell.config, cache_dir, progress, seeds)
+    return out
+
+
+def _longest(plan: Plan) -> dict[tuple[str, int], int]:
+    # Per (cache key, seed), the most epochs any cell of the plan needs: trained once, that long.
+    longest: dict[tuple[str, int], int] = {}
+    for cell in plan.cells:
+        key = cell_key(cell.config)
+        for r in range(cell.config.runs):
+            k = (key, cell.config.run_seed(r))
+            longest[k] = max(longest.get(k, 0), cell.config.epochs)
+    return longest
+
+
+def pending_epochs(plan: Plan, out_dir: Path) -> int:
+    """Epochs still to train (for the progress bar's total); shared cells are counted once."""
+    cache_dir = out_dir / "cache"
+    configs = {cell_key(c.config): c.config for c in plan.cells}
+    return sum(
+        epochs
+        for (key, seed), epochs in _longest(plan).items()
+        if _load(_cache_path(cache_dir, configs[key], seed), epochs) is None
+    )
+
+
+# --- tables and figures ----------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def _delta(ours: float | None, report: float | None) -> str:
+    # ours - report in percentage points: negative is better for an error.
+    if ours is None or report is None:
+        return "—"
+    return f"{100 * ours - report:+.2f}"
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _header(names: Sequence[str]) -> str:
+    return _row(names) + "\n" + _row(["---"] * len(names))
+
+
+def _test(s: dict[str, Any]) -> str:
+    return f"{_pct(s['final_test_error_mean'])} ± {_pct(s['final_test_error_std'])}"
+
+
+def _runs_label(s: dict[str, Any]) -> str:
+    return f"{s['runs'] - s['diverged_runs']}/{s['runs']}"
+
+
+def table_221(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
+    """2.2.1: mlp and cnn with/without dropout at the report's epochs (its numbers: dropout 0.4)."""
+    lines = [
+        _header(
+            [
+                "Model",
+                "Dropout",
+                "Epochs",
+                "Runs",
+                "Train (%)",
+                "report",
+                "Test (%) ± SD",
+                "report",
+                "Δ test",
+                "Min test (%)",
+                "report",
+                "Δ min",
+            ]
+        )
+    ]
+    for p in (0.4, 0.0):
+        for e in (5, 25, 50, 80):
+            if e > max_epochs:
+                continue
+            for m in ("mlp", "cnn"):
+                s = epoch_summary(runs[f"s221/{m} dropout {p:g}"], e)
+                rep = REPORT_221.get((m, e)) if p == 0.4 else None
+                tr, te, mn = rep if rep else (None, None, None)
+                lines.append(
+                    _row(
+                        [
+                            m,
+                            f"{p:g}",
+                            str(e),
+                            _runs_label(s),
+                            _pct(s["final_train_error_mean"]),
+                            "—" if tr is None else f"{tr:g}",
+                            _test(s),
+                            "—" if te is None else f"{te:g}",
+                            _delta(s["final_test_error_mean"], te),
+                            _pct(s["final_test_error_min"]),
+                            "—" if mn is None else f"{mn:g}",
+                            _delta(s["final_test_error_min"], mn),
+                        ]
+                    )
+                )
+    return "\n".join(lines)
+
+
+def table_231(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
+    """2.3.1: Legacy CNN vs weight sharing at epochs 6, 10, 15, 35, 45 with SD and minimum."""
+    lines = [
+        _header(
+            [
+                "Model",
+                "Epochs",
+                "Runs",
+                "Train (%)",
+                "report",
+                "Test (%)",
+                "report",
+                "Δ test",
+                "Min (%)",
+                "report",
+                "Δ min",
+                "SD",
+                "report SD",
+            ]
+        )
+    ]
+    labels = {"cnn": "Legacy CNN (cnn)", "siamese": "Weight Sharing (siamese)"}
+    for e in (6, 10, 15, 35, 45):
+        if e > max_epochs:
+            continue
+        for m in ("cnn", "siamese"):
+            s = epoch_summary(runs[f"s231/{m}"], e)
+            tr, te, mn, sd = REPORT_231[(m, e)]
+            lines.append(
+                _row(
+                    [
+                        labels[m],
+                        str(e),
+                        _runs_label(s),
+                        _pct(s["final_train_error_mean"]),
+                        f"{tr:g}",
+                        _pct(s["final_test_error_mean"]),
+                        f"{te:g}",
+                        _delta(s["final_test_error_mean"], te),
+                        _pct(s["final_test_error_min"]),
+                        f"{mn:g}",
+                        _delta(s["final_test_error_min"], mn),
+                        f"{s['final_test_error_std']:.4f}",
+                        f"{sd:.4f}",
+                    ]
+                )
+            )
+    return "\n".join(lines)
+
+
+def _best_epoch(runs: Sequence[dict[str, Any]]) -> tuple[float, int]:
+    # The lowest test error of any run at any epoch, and that epoch (the report's "global min").
+    best = min((e for r in runs for e in enumerate(r["test_error"], 1)), key=lambda t: t[1])
+    return best[1], best[0]
+
+
+def _mean_range(runs: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    n = min(len(r["test_error"]) for r in runs)
+    mean = np.mean([r["test_error"][:n] for r in runs], axis=0)
+    return float(mean.min()), float(mean.max())
+
+
+def table_models(
+    runs: dict[str, list[dict[str, Any]]], section: str, names: Sequence[str], epochs: Sequence[int]
+) -> str:
+    """Per model and epoch: train, test ± SD, min and max over runs; the global minimum."""
+    lines = [
+        _header(
+            [
+                "Model",
+                "Epochs",
+                "Runs",
+                "Train (%)",
+                "Test (%) ± SD",
+                "Min (%)",
+                "Max (%)",
+                "Mean test range over epochs (%)",
+                "Global min (%) @ epoch",
+            ]
+        )
+    ]
+    for m in names:
+        cell = runs[f"{section}/{m}"]
+        for e in epochs:
+            s = epoch_summary(cell, e)
+            low, high = _mean_range([_truncate(r, e) for r in cell])
+            best, at = _best_epoch([_truncate(r, e) for r in cell])
+            lines.append(
+                _row(
+                    [
+                        m,
+                        str(e),
+                        _runs_label(s),
+                        _pct(s["final_train_error_mean"]),
+                        _test(s),
+                        _pct(s["final_test_error_min"]),
+                        _pct(s["final_test_error_max"]),
+                        f"{_pct(low)}–{_pct(high)}",
+                        f"{_pct(best)} @ {at}",
+                    ]
+                )
+            )
+    return "\n".join(lines)
+
+
+def table_variants(
+    runs: dict[str, list[dict[str, Any]]], section: str, names: Sequence[str], baseline: str
+) -> str:
+    """Variants of one recipe at its final epoch, each against `baseline` (Δ in points)."""
+    base = epoch_summary(
+        runs[f"{section}/{baseline}"], len(runs[f"{section}/{baseline}"][0]["test_error"])
+    )
+    lines = [
+        _header(
+            [
+                "Variant",
+                "Epochs",
+                "Runs",
+                "Train (%)",
+                "Test (%) ± SD",
+                "Min (%)",
+                "Max (%)",
+                f"Δ test vs {baseline}",
+            ]
+        )
+    ]
+    for name in names:
+        cell = runs[f"{section}/{name}"]
+        s = epoch_summary(cell, len(cell[0]["test_error"]))
+        delta = s["final_test_error_mean"] - base["final_test_error_mean"]
+        lines.append(
+            _row(
+                [
+                    name,
+                    str(s["epoch"]),
+                    _runs_label(s),
+                    _pct(s["final_train_error_mean"]),
+                    _test(s),
+                    _pct(s["final_test_error_min"]),
+                    _pct(s["final_test_error_max"]),
+                    f"{100 * delta:+.2f}",
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def table_33(runs: Sequence[dict[str, Any]]) -> str:
+    """3.3: mean/min/max/std of the final train and test error, beside the report's."""
+    finals = {
+        k: 100 * np.array([r[k][-1] for r in runs if not r.get("diverged")])
+        for k in ("train_error", "test_error")
+    }
+    stats = {"mean": np.mean, "min": np.min, "max": np.max, "std": np.std}
+    lines = [_header(["Metric", "Train (%)", "report", "Δ", "Test (%)", "report", "Δ"])]
+    for name, fn in stats.items():
+        tr, te = float(fn(finals["train_error"])), float(fn(finals["test_error"]))
+        rtr, rte = REPORT_33[name]
+        lines.append(
+            _row(
+                [
+                    name,
+                    f"{tr:.2f}",
+                    f"{rtr:g}",
+                    f"{tr - rtr:+.2f}",
+                    f"{te:.2f}",
+                    f"{rte:g}",
+                    f"{te - rte:+.2f}",
+                ]
+            )
+        )
+    return "\n".join(lines)
+
+
+def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Path) -> str:
+    """Figures (PNG, mean ± 1 std) and the Markdown tables of the plan's sections.
+
+    Returns the Markdown (also written to `out_dir/tables.md`); summaries go to
+    `out_dir/summary.json`.
+    """
+    from jaxdl.framework import report as p2_report
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scale = plan.scale
+    md: list[str] = []
+    summary: dict[str, Any] = {}
+    for key, cell_runs in runs.items():
+        summary[key] = epoch_summary(cell_runs, len(cell_runs[0]["test_error"]))
+
+    def figure(name: str, keys: Sequence[str], title: str) -> None:
+        curves = {k.split("/", 1)[1]: runs[k] for k in keys if k in runs}
+        if curves:
+            results.plot_errors(out_dir / f"{name}.png", curves, title)
+            md.append(f"![{title}](results/{name}.png)\n")
+
+    sections = {c.section for c in plan.cells}
+    if "s221" in sections:
+        md.append("## 2.2.1 MLP vs CNN, with and without dropout\n")
+        md.append(table_221(runs, scale.s221_epochs) + "\n")
+        for p in (0.0, 0.4):
+            figure(
+                f"s221_dropout{p:g}",
+                [f"s221/mlp dropout {p:g}", f"s221/cnn dropout {p:g}"],
+                f"2.2.1: mlp vs cnn, dropout {p:g} (constant lr, no weight decay)",
+            )
+    if "s231" in sections:
+        md.append("## 2.3.1 Legacy CNN vs weight sharing\n")
+        md.append(table_231(runs, scale.curve_epochs) + "\n")
+        figure("s231", ["s231/cnn", "s231/siamese"], "2.3.1: cnn vs siamese (sgdr, wd 0.01)")
+    if "s241" in sections:
+        md.append("## 2.4.1 Auxiliary loss, and the combined model\n")
+        names = ("cnn", "cnn_aux", "siamese", "siamese_aux")
+        epochs = sorted({min(25, scale.curve_epochs), scale.curve_epochs})
+        md.append(table_models(runs, "s241", names, epochs) + "\n")
+        figure("s241_cnn", ["s241/cnn", "s241/cnn_aux"], "2.4.1: cnn vs cnn_aux")
+        figure(
+            "s241_siamese",
+            ["s241/siamese", "s241/siamese_aux"],
+            "2.4.1: siamese vs siamese_aux (the combined model)",
+        )
+    if "ablations" in sections:
+        md.append("## Ablations (siamese_aux, the report's recipe)\n")
+        groups = {
+            "batchnorm": ["batchnorm on (default)", "batchnorm off"],
+            "weight decay": ["weight decay 0.01 (default)", "weight decay 0"],
+            "schedule": ["schedule sgdr (default)", "schedule constant", "schedule cosine"],
+            "aux weight": [f"aux weight {w:g}" for w in (0.0, 0.2, 0.5, 0.8, 1.0)],
+            "dropout": ["dropout 0.4 (default)", "dropout 0.2"],
+        }
+        present = {c.name for c in plan.section("ablations")}
+        for group, names in groups.items():
+            names = [n for n in names if n in present]
+            if not names:
+                continue
+            md.append(f"### {group}\n")
+            md.append(table_variants(runs, "ablations", names, names[0]) + "\n")
+            slug = group.replace(" ", "_")
+            figure(f"ablation_{slug}", [f"ablations/{n}" for n in names], f"siamese_aux: {group}")
+    if "beat" in sections:
+        md.append("## Beat it (25 epochs)\n")
+        names = [c.name for c in plan.section("beat")]
+        md.append(table_variants(runs, "beat", names, names[0]) + "\n")
+        figure("beat", [f"beat/{n}" for n in names], "siamese_aux vs siamese_exact variants")
+    if "p2" in sections:
+        md.append("## 3.3 Project II (the framework, disk task)\n")
+        for i, cell in enumerate(plan.section("p2")):
+            cell_runs = runs[f"p2/{cell.name}"]
+            md.append(f"### {cell.name}\n")
+            md.append(table_33(cell_runs) + "\n")
+            p2_report.plot_history(
+                out_dir / f"p2_loss_{i}.png", cell_runs, f"Project II: {cell.name}"
+            )
+            md.append(f"![{cell.name}](results/p2_loss_{i}.png)\n")
+    text = "\n".join(md)
+    (out_dir / "tables.md").write_text(text)
+    results.write_json(out_dir / "summary.json", summary)
+    return text

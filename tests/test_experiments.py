@@ -1,0 +1,61 @@
+"""scripts/reproduce_report.py --quick end to end: outputs, the run cache, and resuming."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from jaxdl import experiments
+from jaxdl.config import TrainConfig
+
+REPO = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location(
+    "reproduce_report", REPO / "scripts" / "reproduce_report.py"
+)
+reproduce_report = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(reproduce_report)
+
+
+def test_cache_key_ignores_epochs_only_for_length_independent_schedules():
+    sgdr = TrainConfig(schedule="sgdr")
+    assert experiments.cell_key(sgdr) == experiments.cell_key(sgdr.replace(epochs=100))
+    assert experiments.cell_key(sgdr) == experiments.cell_key(sgdr.replace(runs=3, seed=5))
+    cosine = TrainConfig(schedule="cosine")
+    assert experiments.cell_key(cosine) != experiments.cell_key(cosine.replace(epochs=100))
+    assert experiments.cell_key(sgdr) != experiments.cell_key(sgdr.replace(shift=1))
+
+
+def test_full_plan_covers_every_section():
+    plan = experiments.make_plan(experiments.Scale())
+    assert {c.section for c in plan.cells} == set(experiments.SECTIONS)
+    with pytest.raises(ValueError, match="unknown sections"):
+        experiments.make_plan(experiments.Scale(), ["nope"])
+
+
+def test_quick_reproduction_writes_tables_and_resumes(tmp_path: Path, mnist_dir: Path):
+    out = tmp_path / "results"
+    argv = ["--quick", "--out", str(out), "--sections", "p2", "s231"]
+    assert reproduce_report.main(argv) == 0
+    tables = (out / "tables.md").read_text()
+    assert "3.3 Project II" in tables and "2.3.1" in tables
+    assert (out / "s231.png").stat().st_size > 0 and (out / "p2_loss_0.png").exists()
+    cached = sorted(p.name for p in (out / "cache").iterdir())
+    # 2 runs of cnn and siamese, 2 runs of each of the 3 Project II recipes.
+    assert len(cached) == 10
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"].startswith("python scripts/reproduce_report.py --quick")
+
+    # Resume after an interruption: a lost run is retrained, the others come from the cache.
+    lost = next(p for p in (out / "cache").iterdir() if p.name.startswith("cnn-"))
+    lost.unlink()
+    plan = experiments.make_plan(experiments.Scale.quick(), ["s231"])
+    assert experiments.pending_epochs(plan, out) == experiments.Scale.quick().curve_epochs
+    start = time.perf_counter()
+    assert reproduce_report.main(argv) == 0
+    assert lost.exists()
+    assert (out / "tables.md").read_text() == tables  # deterministic: the same numbers again
+    assert time.perf_counter() - start < 60
