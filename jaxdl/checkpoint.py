@@ -193,6 +193,10 @@ class Checkpointer:
             )
         return record, self._read_state(self.step, template)
 
+    def restore_state(self, step: int, template: Any) -> Any:
+        """The training state saved at `step`, read into the structure of `template`."""
+        return self._read_state(step, template)
+
     def save(
         self, model: str, run: int, state: Any, record: Mapping[str, Any], *, diverged: bool = False
     ) -> None:

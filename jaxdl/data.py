@@ -56,7 +56,7 @@ def _check_nb(nb: int, pools: DigitPools) -> None:
         if 2 * nb > len(labels):
             raise DataError(
                 f"nb={nb} pairs need {2 * nb} digits but the {split} pool of source "
-                f"'{pools.source}' holds only {len(labels)}"
+                f"'{pools.source}' ({pools.location}) holds only {len(labels)}"
             )
 
 
