@@ -35,6 +35,10 @@ __all__ = [
 FRAMEWORKS = ("flax", "torch")
 REPO = Path(__file__).resolve().parent.parent
 DEFAULTS = TrainConfig()
+# One intra-op thread: the ops of these small models (batches of 50 pairs) gain little from
+# more, and on the shared 2-core dev machine torch's default (2) made a 25-epoch siamese_aux run
+# 5x slower (79 s with 1 thread, 424 s with 2; docs/PROJECT1.md).
+TORCH_DEFAULT_THREADS = 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -206,8 +210,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--threads",
         type=_positive_int,
         default=None,
-        help="CPU threads (torch: torch.set_num_threads; flax: XLA intra-op threads, "
-        "when set before JAX starts); default: the framework's own choice",
+        help="CPU threads (torch: torch.set_num_threads, default "
+        f"{TORCH_DEFAULT_THREADS}; flax: XLA intra-op threads when set before JAX starts, "
+        "default XLA's own choice)",
     )
     return p
 
@@ -305,8 +310,7 @@ def _backend(framework: str, threads: int | None) -> Any:
     if framework == "torch":
         import torch
 
-        if threads is not None:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads if threads is not None else TORCH_DEFAULT_THREADS)
         # Same flags and seed, same bits (CPU kernels are deterministic already; this makes any
         # op without a deterministic kernel an error rather than a silent source of noise).
         torch.use_deterministic_algorithms(True)
