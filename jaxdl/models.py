@@ -197,7 +197,7 @@ class Siamese(nn.Module):
     With `aux` the branch outputs are also returned as digit logits (B, 2, 10).
     The head sees the softmax of each digit's 10 outputs (`head_softmax`, the default): it then
     compares two class distributions whose scale does not drift as the digit logits grow more
-    confident; on raw logits the head overfits (test error ~10% instead of ~3.5%, see
+    confident; on raw logits the head overfits (test error ~10% instead of ~3%, see
     docs/PROJECT1.md).
     """
 
