@@ -273,6 +273,9 @@ class OrbaxCheckpointer(Checkpointer):
                         [policies.LatestN(n=self.keep), _KeepSteps(self.preserved)]
                     ),
                     create=True,
+                    # A step a killed process left half-written (still under its temporary
+                    # name) is removed when the folder is opened again.
+                    cleanup_tmp_directories=True,
                 ),
             )
         return self._manager

@@ -126,7 +126,8 @@ def plot_errors(
     ax.set_ylabel("error (%)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:  # nothing to label when every run diverged
+        ax.legend()
     if title:
         ax.set_title(title)
     fig.tight_layout()

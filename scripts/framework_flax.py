@@ -83,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.epoch_table(runs))
     print(f"\n{config.runs} runs in {sweep_s:.2f} s (+ {compile_s:.1f} s compilation)\n")
     print(report.table(results["summary"]))
+    for line in report.divergence_warnings(runs):
+        print(f"framework_flax.py: warning: {line}", file=sys.stderr)
     print(f"\nwrote {out / 'results.json'} and {out / 'loss.png'}")
     return 0
 

@@ -66,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = sum(r["seconds"] for r in runs)
     print(f"\n{config.runs} runs in {total:.2f} s\n")
     print(report.table(results["summary"]))
+    for line in report.divergence_warnings(runs):
+        print(f"framework_torch.py: warning: {line}", file=sys.stderr)
     print(f"\nwrote {out / 'results.json'} and {out / 'loss.png'}")
     return 0
 

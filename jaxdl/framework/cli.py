@@ -67,17 +67,34 @@ def build_parser(prog: str, description: str) -> argparse.ArgumentParser:
         "--inputs", choices=INPUTS, default=d.inputs, help="scaled by the training set, or [0,1]"
     )
     p.add_argument("--seed", type=seed_int, default=d.seed)
-    p.add_argument("--out", type=Path, default=None, help="default: runs/<timestamp>-framework-*")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="default: runs/<timestamp>-framework-*; one that already holds results.json is "
+        "refused unless --overwrite",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace the results in --out")
     return p
 
 
 def parse_config(
     argv: Sequence[str] | None, prog: str, description: str
 ) -> tuple[FrameworkConfig, Path | None]:
-    """The FrameworkConfig and the --out directory (None: use default_out_dir)."""
-    args = build_parser(prog, description).parse_args(argv)
-    out = args.out
-    del args.out
+    """The FrameworkConfig and the --out directory (None: use default_out_dir).
+
+    Exits with status 2 and one line on a bad flag, or when --out already holds results.json
+    and --overwrite is not given.
+    """
+    parser = build_parser(prog, description)
+    args = parser.parse_args(argv)
+    out, overwrite = args.out, args.overwrite
+    del args.out, args.overwrite
+    if out is not None and (out / "results.json").exists() and not overwrite:
+        parser.error(
+            f"argument --out: {out} already holds results.json; pass --overwrite to replace "
+            "it, or choose another --out"
+        )
     return FrameworkConfig(**vars(args)), out
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from jaxdl.results import summarize, write_json
 
 __all__ = [
+    "divergence_warnings",
     "environment",
     "epoch_table",
     "plot_history",
@@ -40,6 +41,20 @@ def run_record(seed: int, history: Any, seconds: float) -> dict[str, Any]:
         record["diverged_epoch"] = bad[0] + 1
     record["seconds"] = float(seconds)
     return record
+
+
+def divergence_warnings(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per diverged run, naming the run, its seed and the first non-finite epoch.
+
+    The step is not named: the compiled epoch reduces its step losses to their mean (which is
+    non-finite exactly when one of them is), and a run takes well under a second to redo.
+    """
+    return [
+        f"run {i + 1} (seed {r['seed']}) diverged at epoch {r['diverged_epoch']}: non-finite "
+        "training loss; the run is marked diverged and left out of the summary"
+        for i, r in enumerate(runs)
+        if r.get("diverged")
+    ]
 
 
 def summarise(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +138,8 @@ def plot_history(path: str | os.PathLike, runs: Sequence[dict[str, Any]], title:
     for ax in (ax_loss, ax_err):
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # nothing to label when every run diverged
+            ax.legend()
     fig.suptitle(f"{title} ({len(good)} runs, mean ± std)")
     fig.tight_layout()
     path = Path(path)
