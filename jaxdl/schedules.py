@@ -33,6 +33,9 @@ def _epoch_schedule(name: str, lr: float, epochs: int, t_0: int, eta_min: float)
     # Written out rather than optax.cosine_decay_schedule, which clips at decay_steps: torch's
     # CosineAnnealingLR keeps following the cosine past T_max, and so does this.
     def half_cosine(t: jax.Array, period: int) -> jax.Array:
+        # The epoch index is an integer (Optax's int32 count // steps_per_epoch): cast it
+        # explicitly, so that the schedule also runs under strict dtype promotion.
+        t = jnp.asarray(t, dtype=float)
         return eta_min + (lr - eta_min) * (1 + jnp.cos(jnp.pi * t / period)) / 2
 
     if name == "cosine":
