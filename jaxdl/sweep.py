@@ -1,0 +1,253 @@
+"""Sweeps: many runs (seeds) at once, batched with `vmap` and spread over devices with a mesh.
+
+The runs axis is the one mesh axis, "runs": each device trains its block of runs with the
+same vmapped program (`shard_map`, no communication between devices), so a sweep's per-run
+results do not depend on how many devices share it. On one device the mesh has one device and
+this is plain `vmap`. Whether batching runs pays depends on the device: on GPUs it does; on
+XLA:CPU vmapped convolutions are far slower than running the runs one by one, so
+`jaxdl.benchmark` measures both and `choose_strategy` keeps the faster.
+
+Multi-host: call `jax.distributed.initialize()` first in every process; `jax.devices()` then
+lists every host's devices and `runs_mesh()` spans them all (see docs/BENCHMARKS.md).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxdl import train
+from jaxdl.config import TrainConfig
+from jaxdl.framework.layers import Layer
+from jaxdl.framework.optim import Optimizer
+from jaxdl.framework.train import DiskData, History, train_runs
+from jaxdl.results import summarize
+
+__all__ = [
+    "RUNS",
+    "choose_strategy",
+    "framework_sweep",
+    "padded_runs",
+    "runs_mesh",
+    "shard_runs",
+    "time_batched_step",
+    "train_sweep",
+]
+
+RUNS = "runs"  # the mesh axis the runs are split over
+METRICS = ("train_error", "test_error", "train_loss", "test_loss")
+
+
+def runs_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A one-axis mesh ("runs") over `devices` (default: every device of every process)."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (RUNS,))
+
+
+def padded_runs(runs: int, mesh: Mesh) -> int:
+    """The run count rounded up to a multiple of the mesh size (every device the same block)."""
+    return math.ceil(runs / mesh.size) * mesh.size
+
+
+def _pad(tree: Any, runs: int, padded: int) -> Any:
+    # Extra runs repeat the last one; their results are dropped. Repeating (not zeros) keeps
+    # the padding numerically harmless (no NaN from empty data).
+    if padded == runs:
+        return tree
+    return jax.tree.map(
+        lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - runs, axis=0)]), tree
+    )
+
+
+def shard_runs(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf with its leading (runs) axis split over the mesh."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(RUNS)))
+
+
+def _per_device(fn: Any, mesh: Mesh, in_specs: Any) -> Any:
+    # shard_map: each device runs `fn` (already vmapped) on its own block of runs.
+    return jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=PartitionSpec(RUNS)))
+
+
+# --- Project II: the whole training of every run in one program ----------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _framework_fit(
+    layer: Layer, optimizer: Optimizer, epochs: int, batch_size: int, mesh: Mesh
+) -> Any:
+    fit = functools.partial(
+        train_runs, layer=layer, optimizer=optimizer, epochs=epochs, batch_size=batch_size
+    )
+    return _per_device(fit, mesh, (PartitionSpec(RUNS), PartitionSpec(RUNS)))
+
+
+def framework_sweep(
+    keys: jax.Array,
+    data: DiskData,
+    *,
+    layer: Layer,
+    optimizer: Optimizer,
+    epochs: int,
+    batch_size: int,
+    mesh: Mesh | None = None,
+) -> tuple[Any, History]:
+    """`jaxdl.framework.train.train_runs` with its runs split over the devices of `mesh`.
+
+    Args:
+        keys: (runs,) PRNG keys; data: DiskData with a leading runs axis (as train_runs).
+        mesh: a `runs_mesh` (default: all devices).
+    Returns:
+        (final params, History of (runs, epochs) arrays), as train_runs.
+    """
+    mesh = mesh if mesh is not None else runs_mesh()
+    runs = keys.shape[0]
+    padded = padded_runs(runs, mesh)
+    keys, data = shard_runs(_pad((keys, DiskData(*map(jnp.asarray, data))), runs, padded), mesh)
+    fit = _framework_fit(layer, optimizer, epochs, batch_size, mesh)
+    params, history = fit(keys, data)
+    return jax.tree.map(lambda a: a[:runs], (params, history))
+
+
+# --- Project I: a loop over steps, each step every run's batch at once ---------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _sweep_programs(aux_weight: float, shift: int, mesh: Mesh) -> tuple[Any, Any]:
+    runs_spec, replicated = PartitionSpec(RUNS), PartitionSpec()
+    step = jax.vmap(
+        functools.partial(train.train_batch, aux_weight=aux_weight, shift=shift),
+        in_axes=(0, 0, 0, None),
+    )
+    evaluate = jax.vmap(functools.partial(train.evaluate, aux_weight=aux_weight))
+    return (
+        _per_device(step, mesh, (runs_spec, runs_spec, runs_spec, replicated)),
+        _per_device(evaluate, mesh, (runs_spec, runs_spec)),
+    )
+
+
+def train_sweep(config: TrainConfig, mesh: Mesh | None = None) -> dict[str, Any]:
+    """`config.runs` runs of `config.model` trained together, split over `mesh` (vmap per device).
+
+    Each run draws its data, initialisation, order and dropout exactly as `train.train_run`;
+    the results equal its up to float rounding (vmapped layers compile to other kernels).
+    Returns `train.train_and_evaluate`'s shape: {"runs": [...], "summary": {...}}; `seconds`
+    of each run is the sweep's wall time divided by the runs. No checkpoints, no divergence
+    location (use the CLI for those); a diverged run shows as non-finite losses.
+    """
+    if config.repair:
+        raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
+    start = time.perf_counter()
+    mesh = mesh if mesh is not None else runs_mesh()
+    runs = config.runs
+    seeds = [config.run_seed(r) for r in range(runs)]
+    state, tr, te, shuffle_keys = _sweep_inputs(config, mesh)
+    step, evaluate = _sweep_programs(config.aux_weight, config.shift, mesh)
+    batches = _epoch_batches(config.nb, config.batch_size)
+    epochs: list[dict[str, np.ndarray]] = []
+    for epoch in range(config.epochs):
+        batch_idx = shard_runs(batches(shuffle_keys, epoch), mesh)
+        losses = []
+        for i in range(config.steps_per_epoch):
+            state, metrics = step(state, tr, batch_idx, i)
+            losses.append(metrics["loss"])
+        on_train, on_test = evaluate(state, tr), evaluate(state, te)
+        # The epoch's one host transfer, as in train.train_run.
+        got = jax.device_get(
+            {
+                "train_loss": jnp.stack(losses, axis=1).mean(axis=1),
+                "train_errors": on_train["errors"],
+                "test_errors": on_test["errors"],
+                "test_loss": on_test["loss"],
+            }
+        )
+        # Counts to fractions on the host, in float64 as train_run does.
+        got["train_error"] = got.pop("train_errors") / config.nb
+        got["test_error"] = got.pop("test_errors") / config.nb
+        epochs.append(got)
+    seconds = time.perf_counter() - start
+    out = [
+        {
+            "model": config.model,
+            "seed": seed,
+            **{k: [float(e[k][r]) for e in epochs] for k in METRICS},
+            "diverged": False,
+            "seconds": seconds / runs,
+        }
+        for r, seed in enumerate(seeds)
+    ]
+    return {"runs": out, "summary": summarize(out)}
+
+
+def _sweep_inputs(config: TrainConfig, mesh: Mesh) -> tuple[Any, Any, Any, jax.Array]:
+    # Every run's state, training and test pairs, stacked (padded) and split over the mesh,
+    # each drawn exactly as train.train_run draws it; and the runs' shuffle keys.
+    runs = config.runs
+    padded = padded_runs(runs, mesh)
+    model, tx = train.build(config)
+    states, trains, tests, shuffle_keys = [], [], [], []
+    for r in range(runs):
+        seed = config.run_seed(r)
+        tr, te = train.load_pairs(config, seed)
+        init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
+        states.append(train.create_train_state(model, tx, init_key))
+        trains.append(tr)
+        tests.append(te)
+        shuffle_keys.append(shuffle_key)
+
+    def stack(items: list[Any]) -> Any:
+        return _pad(jax.tree.map(lambda *xs: jnp.stack(xs), *items), runs, padded)
+
+    state, tr, te = shard_runs((stack(states), stack(trains), stack(tests)), mesh)
+    return state, tr, te, stack(shuffle_keys)
+
+
+def time_batched_step(config: TrainConfig, mesh: Mesh, repeats: int = 2) -> dict[str, float]:
+    """Seconds of one batched (vmapped, sharded) step of `config.runs` runs, each waited for.
+
+    `compile_s`: the first calls (every program of the sweep compiled); `step_s`: the median
+    of `repeats` more steps. Cheap enough to decide whether a batched sweep is worth running.
+    """
+    state, tr, _, shuffle_keys = _sweep_inputs(config, mesh)
+    step, evaluate = _sweep_programs(config.aux_weight, config.shift, mesh)
+    start = time.perf_counter()
+    # The first calls compile every program of the sweep, so a later train_sweep is warm.
+    batch_idx = shard_runs(_epoch_batches(config.nb, config.batch_size)(shuffle_keys, 0), mesh)
+    jax.block_until_ready(evaluate(state, tr))
+    state = jax.block_until_ready(step(state, tr, batch_idx, 0))[0]
+    compile_s = time.perf_counter() - start
+    times = []
+    for i in range(repeats):
+        start = time.perf_counter()
+        state = jax.block_until_ready(step(state, tr, batch_idx, i + 1))[0]
+        times.append(time.perf_counter() - start)
+    return {"compile_s": compile_s, "step_s": float(np.median(times))}
+
+
+@functools.lru_cache(maxsize=16)
+def _epoch_batches(n: int, batch_size: int) -> Any:
+    # Every run's order for one epoch, each from fold_in(its shuffle key, epoch) as train_run.
+    @jax.jit
+    def batches(shuffle_keys: jax.Array, epoch: int) -> jax.Array:
+        keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(shuffle_keys, epoch)
+        return jax.vmap(lambda k: train.epoch_batches(k, n, batch_size))(keys)
+
+    return batches
+
+
+def choose_strategy(one_by_one_s: float, batched_s: float | None) -> str:
+    """ "loop" or "vmap" (sharded over the mesh): whichever sweep measured faster.
+
+    `batched_s` None means it was not measured (projected too slow); ties keep the loop, the
+    path with exact train_run numerics.
+    """
+    if batched_s is None or batched_s >= one_by_one_s:
+        return "loop"
+    return "vmap"
