@@ -8,7 +8,9 @@ so unit tests in tests/ that run in the same pytest process keep JAX's defaults.
 One scoped exception: float64 tests run with standard dtype promotion, because Flax 0.12's
 BatchNorm computes its batch statistics in `jnp.promote_types(x.dtype, jnp.float32)` (its
 `force_float32_reductions`), which strict promotion rejects for float64 inputs. Rank promotion
-stays "raise" there, and `assert_close` still requires float64 on both sides.
+stays "raise" there, and `assert_close` still requires float64 on both sides. Likewise Optax
+updates (test_training.py) are applied with standard promotion: Optax 0.2's Adam bias
+correction computes `b1 ** count`, a Python float to the power of the int32 step count.
 """
 
 from __future__ import annotations
@@ -22,6 +24,19 @@ import pytest
 import torch
 
 from parity_tests.compare import F32, F64, MARGINS, Tolerance
+
+
+@pytest.fixture(autouse=True, scope="package")
+def torch_single_thread() -> Iterator[None]:
+    """torch on one intra-op thread during the parity suite, restored after.
+
+    The batches here are tiny (8 pairs): on 2 shared cores torch's thread pool only contends with
+    XLA's, measured 30x slower (20 Siamese steps: 14 s with 2 threads under load, 0.5 s with 1).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)
