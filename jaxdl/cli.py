@@ -234,6 +234,9 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
             f"argument --out: {args.out} already holds results.json; pass --overwrite to "
             "replace it, or choose another --out"
         )
+    for flag, path in (("--out", args.out), ("--checkpoint-dir", args.checkpoint_dir)):
+        if path is not None and path.exists() and not path.is_dir():
+            parser.error(f"argument {flag}: {path} is a file, not a folder")
     return args
 
 
@@ -416,6 +419,10 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     except DataError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        # A checkpoint that cannot be written (no space, no permission): one line, not a trace.
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
     finally:

@@ -195,6 +195,11 @@ def test_checkpoint_folder_misuse_is_refused(flax_checkpoint, capsys, tmp_path) 
         cli.main("flax", [*TINY_FLAGS, "--resume"])
     assert e.value.code == 2
     assert "--resume: needs --checkpoint-dir" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as e:
+        cli.main("flax", [*TINY_FLAGS, "--checkpoint-dir", str(tmp_path / "a_file")])
+    assert e.value.code == 2
+    assert "is a file, not a folder" in one_line_error(capsys.readouterr().err, "train_flax.py")
 
 
 def _interrupted(backend: Any, checkpointer: Any, config: TrainConfig) -> None:
