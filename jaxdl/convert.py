@@ -187,12 +187,14 @@ def num_batches_tracked(state_dict: Mapping[str, torch.Tensor]) -> int:
 
 
 def biased_to_unbiased(
-    new_var: np.ndarray, old_var: np.ndarray, n: int, momentum: float = 0.1
+    new_var: np.ndarray, old_var: np.ndarray, n: int, momentum: float = 0.1, steps: int = 1
 ) -> np.ndarray:
-    """torch's running_var after one training step, from Flax's after the same step.
+    """torch's running_var after `steps` training steps, from Flax's after the same steps.
 
-    Both start from `old_var`; Flax adds momentum * the biased batch variance (sum / n), torch
-    that variance times n / (n - 1). `momentum` is torch's (Flax's is 1 - momentum).
+    Both start from `old_var` and decay it by (1 - momentum) per step; Flax adds momentum * the
+    biased batch variance (sum / n), torch that variance times n / (n - 1). The recursion is
+    linear, so with the same n every step (a fixed batch size) the accumulated part differs by
+    exactly n / (n - 1) after any number of steps. `momentum` is torch's (Flax's is 1 - it).
     """
-    decayed = (1.0 - momentum) * old_var
+    decayed = (1.0 - momentum) ** steps * old_var
     return decayed + (new_var - decayed) * (n / (n - 1))
