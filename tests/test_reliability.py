@@ -157,6 +157,24 @@ def test_torch_interrupted_run_resumes_to_the_same_bits(tmp_path: Path, torch_cp
     assert numbers(resumed) == numbers(reference)
 
 
+def test_torch_killed_process_resumes_to_the_same_bits(tmp_path: Path, torch_cpu, capsys) -> None:
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    argv = [*TINY_FLAGS, "--threads", "1", "--checkpoint-dir", str(ckpt), "--out", str(out)]
+    cmd = [sys.executable, "scripts/train_torch.py", *argv]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    while proc.poll() is None and not list(ckpt.glob("step-*.pt")):
+        time.sleep(0.001)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    assert not (out / "results.json").exists()
+    reference = ttrain.train_and_evaluate(TINY)["runs"]
+    assert cli.main("torch", [*argv, "--resume"]) == 0
+    assert "resuming" in capsys.readouterr().err
+    resumed = json.loads((out / "results.json").read_text())["runs"]
+    assert numbers(resumed) == numbers(reference)
+
+
 @pytest.fixture(scope="module")
 def flax_checkpoint(tmp_path_factory) -> tuple[Path, list[str]]:
     """A finished checkpoint written by the flax CLI (in-process), and its flags."""
