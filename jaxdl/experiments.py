@@ -94,6 +94,11 @@ class Scale:
     goal_epochs: int = 25  # ablations and beat-it (the goals are at 25 epochs)
     nb: int = 1000
     p2_epochs: int = 50
+    # Per-section overrides of curve_runs, e.g. (("s231", 10),): the sections differ in cost.
+    section_runs: tuple[tuple[str, int], ...] = ()
+
+    def curve_runs_of(self, section: str) -> int:
+        return dict(self.section_runs).get(section, self.curve_runs)
 
     @classmethod
     def quick(cls) -> Scale:
@@ -289,9 +294,9 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
     if unknown:
         raise ValueError(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     base = TrainConfig(runs=scale.runs, nb=scale.nb)
-    curves = base.replace(runs=scale.curve_runs)
     cells: list[Cell] = []
     for section in dict.fromkeys(sections):  # in the order given, each once
+        curves = base.replace(runs=scale.curve_runs_of(section))
         if section == "p2":
             defaults = FrameworkConfig(runs=scale.runs, epochs=scale.p2_epochs)
             cells += [
@@ -319,7 +324,11 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
                 Cell("beat", "siamese_exact +repair", idea.replace(repair=True)),
                 Cell("beat", "siamese_exact +shift1 +repair", idea.replace(shift=1, repair=True)),
                 Cell("beat", "siamese_exact depth2", idea.replace(depth=2)),
-                Cell("beat", "siamese_exact depth2 +shift1", idea.replace(depth=2, shift=1)),
+                Cell(
+                    "beat",
+                    "siamese_exact depth2 +shift1",
+                    goal.replace(model="siamese_exact", depth=2, shift=1),
+                ),
             ]
         elif section == "s231":
             curve = curves.replace(epochs=scale.curve_epochs)

@@ -41,6 +41,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="runs of the 2.2.1/2.3.1/2.4.1 and ablation cells (default: 10)",
     )
     p.add_argument(
+        "--section-runs",
+        nargs="+",
+        default=[],
+        metavar="SECTION=RUNS",
+        help="curve runs of single sections, e.g. s231=10 (default: --curve-runs for all)",
+    )
+    p.add_argument(
         "--s221-epochs", type=int, default=None, help="epochs of the 2.2.1 curves (default: 100)"
     )
     p.add_argument(
@@ -59,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "curve_epochs": args.curve_epochs,
     }
     scale = dataclasses.replace(scale, **{k: v for k, v in overrides.items() if v is not None})
+    if args.section_runs:
+        pairs = tuple((s, int(n)) for s, _, n in (x.partition("=") for x in args.section_runs))
+        scale = dataclasses.replace(scale, section_runs=pairs)
     plan = experiments.make_plan(scale, args.sections)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
