@@ -404,7 +404,7 @@ def _two_epoch_runs(name: str) -> tuple[list[dict], list[dict], dict, Any, nn.Mo
         row["test_loss_torch_var"] = float(on_test["loss"])
         ours.append(row)
 
-        order = torch.from_numpy(np.asarray(train.epoch_batches(key, RUN_PAIRS, RUN_BATCH)))
+        order = torch.from_numpy(np.array(train.epoch_batches(key, RUN_PAIRS, RUN_BATCH)))
         steps = ttrain.train_epoch(tmodel, topt, ttr, order, config.aux_weight)
         scheduler.step()
         on_train = ttrain.evaluate(tmodel, ttr, config.aux_weight)
@@ -420,7 +420,13 @@ def _two_epoch_runs(name: str) -> tuple[list[dict], list[dict], dict, Any, nn.Mo
     return ours, theirs, counts, state, tmodel
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
+# One model per architecture family (MLP; 2-channel CNN with aux head; Siamese with aux):
+# the run loop is model-independent, every model's numerics are covered step by step above,
+# and each model's compiled float64 epoch costs ~10 s of the suite's 3-minute budget.
+RUN_MODELS = ["mlp", "cnn_aux", "siamese_aux"]
+
+
+@pytest.mark.parametrize("name", RUN_MODELS)
 def test_two_epoch_run_agrees(name: str) -> None:
     """Per-epoch train loss, errors and test loss, and the final parameters and statistics.
 
