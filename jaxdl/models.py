@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "AUX_MODELS",
@@ -106,7 +107,47 @@ def _norm(enabled: bool, train: bool, name: str) -> Callable[[jax.Array], jax.Ar
 
 def _max_pool(x: jax.Array) -> jax.Array:
     # torch MaxPool2d(2): 2x2 windows, stride 2, floor (14 -> 7 -> 3).
+    return _max_pool_2x2(x.shape[1] % 2, x.shape[2] % 2, x)
+
+
+# The forward pass is Flax's max_pool; only its gradient is written out. XLA differentiates
+# reduce_window max to select-and-scatter, which XLA:CPU runs as a variadic reduce-window over
+# iotas plus a scatter: about half of a Siamese train step (issue 6). Here the forward records
+# which of the window's four inputs (row-major) holds its first maximum, and the backward
+# routes the gradient there with one elementwise select: the same rule as select-and-scatter
+# and torch (ties go to the first maximum), so the gradients are bit-identical.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _max_pool_2x2(odd_h: int, odd_w: int, x: jax.Array) -> jax.Array:
     return nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+def _max_pool_2x2_fwd(odd_h: int, odd_w: int, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    y = _max_pool_2x2(odd_h, odd_w, x)
+    h2, w2 = y.shape[1], y.shape[2]
+    x = x[:, : 2 * h2, : 2 * w2]
+    a, b, c = x[:, 0::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 0::2]
+    first = jnp.where(a == y, 0, jnp.where(b == y, 1, jnp.where(c == y, 2, 3)))
+    return y, first.astype(jnp.int8)
+
+
+def _max_pool_2x2_bwd(odd_h: int, odd_w: int, first: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    n, h2, w2, ch = g.shape
+
+    def upsample(t: jax.Array) -> jax.Array:
+        # Each window's value to its four positions: broadcast + reshape. (Interleaving four
+        # strided arrays with stack + reshape instead was miscompiled by XLA:CPU's fusion
+        # emitters inside the full train step: wrong gradients under jit, right ones eagerly.)
+        wide = jnp.broadcast_to(t[:, :, None, :, None, :], (n, h2, 2, w2, 2, ch))
+        return wide.reshape(n, 2 * h2, 2 * w2, ch)
+
+    rows, cols = np.arange(2 * h2) % 2, np.arange(2 * w2) % 2
+    position = (2 * rows[:, None] + cols[None, :]).astype(np.int8)[None, :, :, None]
+    g_up = upsample(g)
+    dx = jnp.where(upsample(first) == position, g_up, jnp.zeros_like(g_up))
+    return (jnp.pad(dx, ((0, 0), (0, odd_h), (0, odd_w), (0, 0))),)
+
+
+_max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 class MLP(nn.Module):

@@ -112,7 +112,7 @@ def framework_sweep(
     padded = padded_runs(runs, mesh)
     keys, data = shard_runs(_pad((keys, DiskData(*map(jnp.asarray, data))), runs, padded), mesh)
     fit = _framework_fit(layer, optimizer, epochs, batch_size, mesh)
-    params, history = fit(keys, data)
+    params, history = _to_host(fit(keys, data))
     return jax.tree.map(lambda a: a[:runs], (params, history))
 
 
@@ -160,7 +160,7 @@ def train_sweep(config: TrainConfig, mesh: Mesh | None = None) -> dict[str, Any]
             losses.append(metrics["loss"])
         on_train, on_test = evaluate(state, tr), evaluate(state, te)
         # The epoch's one host transfer, as in train.train_run.
-        got = jax.device_get(
+        got = _to_host(
             {
                 "train_loss": jnp.stack(losses, axis=1).mean(axis=1),
                 "train_errors": on_train["errors"],
@@ -184,6 +184,16 @@ def train_sweep(config: TrainConfig, mesh: Mesh | None = None) -> dict[str, Any]
         for r, seed in enumerate(seeds)
     ]
     return {"runs": out, "summary": summarize(out)}
+
+
+def _to_host(tree: Any) -> Any:
+    # With several processes (jax.distributed) a process holds only its devices' runs: gather
+    # every run's values on every host. One process: a plain device_get.
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
+    return jax.device_get(tree)
 
 
 def _sweep_inputs(config: TrainConfig, mesh: Mesh) -> tuple[Any, Any, Any, jax.Array]:
