@@ -164,14 +164,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         choices=range(0, 4),
         default=d.shift,
         metavar="PIXELS",
-        help="augmentation: shift each training digit by up to PIXELS (0-3) every step; "
-        "flax only (default: %(default)s)",
+        help="augmentation: shift each training digit by up to PIXELS (0-3) every step "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--repair",
         action="store_true",
-        help="augmentation: re-pair the training digits every epoch, targets from the "
-        "classes; flax only",
+        help="augmentation: re-pair the training digits every epoch, targets from the classes",
     )
     p.add_argument(
         "--nb",
@@ -355,9 +354,6 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
     """Runs the CLI for `framework` ("flax" or "torch"); returns the exit status."""
     prog = f"train_{framework}.py"
     args = parse_args(argv, prog)
-    if framework == "torch" and (args.shift or args.repair):
-        print(f"{prog}: error: --shift and --repair are implemented in jaxdl only", file=sys.stderr)
-        return 2
     configs = configs_from_args(args)
     out = args.out if args.out is not None else _default_out(framework, args.model)
     checkpoint: Any = None

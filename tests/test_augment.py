@@ -102,3 +102,18 @@ def test_deeper_siamese_exact_converts_and_agrees_with_torch():
     logit, aux = fmodel.apply(variables, jnp.asarray(x), train=False)
     np.testing.assert_allclose(np.asarray(aux), t_aux.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(np.asarray(logit), t_logit.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_torch_training_with_augmentation_is_seeded():
+    # torch_reference mirrors --shift/--repair: draws from the run's generator, so a run is a
+    # deterministic function of its seed, and the augmentation really changes the training.
+    from jaxdl.config import TrainConfig
+    from torch_reference import train as ttrain
+
+    torch.set_num_threads(1)
+    base = TrainConfig(model="siamese_exact", epochs=2, runs=1, nb=100, source="bundled")
+    aug = base.replace(shift=1, repair=True)
+    a, b = ttrain.train_run(aug, 0), ttrain.train_run(aug, 0)
+    plain = ttrain.train_run(base, 0)
+    assert a["train_loss"] == b["train_loss"] and a["test_error"] == b["test_error"]
+    assert a["train_loss"] != plain["train_loss"]

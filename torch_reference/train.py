@@ -20,7 +20,7 @@ from jaxdl.checkpoint import Checkpointer, CheckpointError
 from jaxdl.config import OPTIMIZERS, TrainConfig
 from jaxdl.divergence import divergence, is_finite
 from jaxdl.results import summarize
-from torch_reference import data, models, schedules
+from torch_reference import augment, data, models, schedules
 
 __all__ = [
     "PairData",
@@ -121,14 +121,22 @@ def train_epoch(
     train: PairData,
     batch_idx: torch.Tensor,
     aux_weight: float,
+    shift: int = 0,
+    generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Train steps over the batches `batch_idx` (steps, batch) of `train`; per-step losses out."""
-    steps = [
-        train_step(
-            model, optimizer, train.x[idx], train.target[idx], train.classes[idx], aux_weight
+    """Train steps over the batches `batch_idx` (steps, batch) of `train`; per-step losses out.
+
+    With `shift` > 0 each digit of a batch is first translated by up to `shift` pixels, the
+    offsets drawn from `generator` (as `jaxdl.train.train_batch` does from its step key).
+    """
+    steps = []
+    for idx in batch_idx:
+        x = train.x[idx]
+        if shift:
+            x = augment.shift_digits(generator, x, shift)
+        steps.append(
+            train_step(model, optimizer, x, train.target[idx], train.classes[idx], aux_weight)
         )
-        for idx in batch_idx
-    ]
     return {k: torch.stack([s[k] for s in steps]) for k in steps[0]}
 
 
@@ -156,13 +164,14 @@ def run_epoch(
     *,
     batch_size: int,
     aux_weight: float,
+    shift: int = 0,
 ) -> dict[str, Any]:
     """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode).
 
     `step_loss` holds the per-step losses, to locate a divergence.
     """
     batch_idx = epoch_batches(generator, train.x.shape[0], batch_size)
-    steps = train_epoch(model, optimizer, train, batch_idx, aux_weight)
+    steps = train_epoch(model, optimizer, train, batch_idx, aux_weight, shift, generator)
     scheduler.step()
     on_train = evaluate(model, train, aux_weight)
     on_test = evaluate(model, test, aux_weight)
@@ -238,9 +247,6 @@ def train_run(
     Returns the same JSON-ready dict as `jaxdl.train.train_run`; `checkpoint` (a
     torch_reference.checkpoint.TorchCheckpointer) and `on_diverged` as there.
     """
-    if config.shift or config.repair:
-        # The augmentation (jaxdl.augment) has no torch mirror yet: refuse rather than ignore.
-        raise ValueError("shift/repair augmentation is implemented in jaxdl only")
     start = time.perf_counter()
     seed = config.run_seed(run)
     train, test = load_pairs(config, seed)
@@ -277,15 +283,21 @@ def train_run(
             if checkpoint is not None
             else None
         )
+        epoch_train = train
+        if config.repair and epoch > 0:
+            # As in jaxdl: epoch 0 trains on the course's pairs, later epochs on new pairs of
+            # the same training digits (train error is then measured on the epoch's pairs).
+            epoch_train = PairData(*augment.repair_pairs(generator, train.x, train.classes))
         m = run_epoch(
             model,
             optimizer,
             scheduler,
-            train,
+            epoch_train,
             test,
             generator,
             batch_size=config.batch_size,
             aux_weight=config.aux_weight,
+            shift=config.shift,
         )
         row = {
             "train_error": m["train_errors"] / n_train,
