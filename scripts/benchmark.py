@@ -31,6 +31,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, help="timed repetitions (median)")
     p.add_argument("--sweep-runs", type=int, help="runs in a sweep")
     p.add_argument("--source", help="MNIST source (idx, tfds, bundled, auto)")
+    p.add_argument(
+        "--torch-threads",
+        nargs="+",
+        metavar="N",
+        help="torch CPU thread settings to time: numbers and/or 'default' (default: 1 default)",
+    )
     p.add_argument("--json", type=Path, help="write the full record here")
     args = p.parse_args(argv)
     bench = benchmark.BenchmarkConfig.quick() if args.quick else benchmark.BenchmarkConfig()
@@ -43,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes["models"] = tuple(args.models)
     if args.sweep_models is not None:
         changes["sweep_models"] = tuple(args.sweep_models)
+    if args.torch_threads is not None:
+        try:
+            changes["torch_threads"] = tuple(
+                None if t == "default" else int(t) for t in args.torch_threads
+            )
+        except ValueError:
+            p.error(
+                f"argument --torch-threads: expected numbers or 'default', got {args.torch_threads}"
+            )
     bench = dataclasses.replace(bench, **changes)
     record = benchmark.run_benchmark(bench, log=lambda m: print(f"... {m}", file=sys.stderr))
     record["command"] = ["scripts/benchmark.py", *(sys.argv[1:] if argv is None else argv)]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdl import sweep, train
+from jaxdl import sweep
 from jaxdl.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -26,7 +26,7 @@ SCRIPT = textwrap.dedent(
     """
     import json
     import jax, jax.numpy as jnp, numpy as np
-    from jaxdl import sweep
+    from jaxdl import sweep, train
     from jaxdl.config import TrainConfig
     from jaxdl.framework.config import FrameworkConfig
     from jaxdl.framework.optim import sgd
@@ -37,6 +37,7 @@ SCRIPT = textwrap.dedent(
     one, four = sweep.runs_mesh(jax.devices()[:1]), sweep.runs_mesh()
     p1 = {name: sweep.train_sweep(config, mesh)["runs"] for name, mesh in
           (("one", one), ("four", four))}
+    p1["train_run"] = [train.train_run(config, r) for r in range(config.runs)]
 
     fc = FrameworkConfig(epochs=2, runs=3)
     seeds = [fc.run_seed(r) for r in range(fc.runs)]
@@ -76,21 +77,15 @@ def test_sharded_sweeps_equal_one_device_sweeps() -> None:
         assert a["train_error"] == b["train_error"] and a["test_error"] == b["test_error"]
         for key in ("train_loss", "test_loss"):
             np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+    # The batched sweep trains the very runs of train_run one by one (same data, init, order).
+    for a, ref in zip(one, got["p1"]["train_run"], strict=True):
+        assert a["seed"] == ref["seed"] and a["test_error"] == ref["test_error"]
+        for key in ("train_loss", "test_loss"):
+            np.testing.assert_allclose(a[key], ref[key], rtol=1e-5)
     for key in ("train_error", "test_error"):
         np.testing.assert_array_equal(got["p2"]["one"][key], got["p2"]["four"][key])
     for key in ("train_loss", "test_loss"):
         np.testing.assert_allclose(got["p2"]["one"][key], got["p2"]["four"][key], rtol=1e-5)
-
-
-def test_sweep_draws_the_runs_of_train_run() -> None:
-    # The batched sweep (one device here) trains the same runs as train_run one by one.
-    swept = sweep.train_sweep(TINY)["runs"]
-    for run, got in enumerate(swept):
-        ref = train.train_run(TINY, run)
-        assert got["seed"] == ref["seed"]
-        assert got["test_error"] == ref["test_error"]
-        np.testing.assert_allclose(got["test_loss"], ref["test_loss"], rtol=1e-5)
-        np.testing.assert_allclose(got["train_loss"], ref["train_loss"], rtol=1e-5)
 
 
 def test_padding_and_strategy_choice() -> None:
