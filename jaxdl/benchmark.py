@@ -43,6 +43,7 @@ __all__ = [
     "project2_torch",
     "run_benchmark",
     "time_calls",
+    "torch_run_on",
 ]
 
 
@@ -277,14 +278,17 @@ def _torch_threads(threads: int | None) -> Callable[[], None]:
 _TORCH_DEFAULT_THREADS: list[int] = []  # torch's own choice, read before anything changes it
 
 
-def _torch_cuda_run(config: TrainConfig, run: int) -> None:
-    # torch_reference.train.train_run is CPU code; this is its loop with the model and data
-    # on the GPU (the batch order still drawn on the CPU generator, as there).
+def torch_run_on(config: TrainConfig, run: int, device: str = "cuda") -> None:
+    """torch_reference.train.train_run's loop with the model and data on `device`.
+
+    train_run itself is CPU code; this is the same work (the batch order still drawn on the
+    CPU generator, as there) for a GPU. Waits for the device before returning.
+    """
     torch = _torch()
     from torch_reference import schedules as tschedules
     from torch_reference import train as ttrain
 
-    device = torch.device("cuda")
+    device = torch.device(device)
     seed = config.run_seed(run)
     tr, te = (
         ttrain.PairData(*(t.to(device) for t in pairs)) for pairs in ttrain.load_pairs(config, seed)
@@ -303,7 +307,8 @@ def _torch_cuda_run(config: TrainConfig, run: int) -> None:
         ttrain.evaluate(model, tr, config.aux_weight)  # .item(): syncs like the CPU loop
         ttrain.evaluate(model, te, config.aux_weight)
         steps["loss"].mean().item()
-    torch.cuda.synchronize()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def project1_torch(config: TrainConfig, *, threads: int | None, repeats: int) -> dict[str, Any]:
@@ -319,7 +324,7 @@ def project1_torch(config: TrainConfig, *, threads: int | None, repeats: int) ->
     try:
         device = torch_device()
         if device == "cuda":
-            run_fn: Callable[[int], Any] = functools.partial(_torch_cuda_run, config)
+            run_fn: Callable[[int], Any] = functools.partial(torch_run_on, config)
         else:
             run_fn = functools.partial(ttrain.train_run, config)
         # The step first: its warm-up calls also take first-call costs (allocator, kernel

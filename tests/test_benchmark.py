@@ -114,3 +114,11 @@ def test_time_calls_blocks_and_takes_the_median() -> None:
     timing = benchmark.time_calls(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5 and len(timing.samples) == 3
     assert timing.min <= timing.median
+
+
+def test_torch_device_loop_runs() -> None:
+    # The loop timed on CUDA machines, run here on the CPU so that it is exercised without one.
+    from jaxdl.config import TrainConfig
+
+    config = TrainConfig(model="cnn", epochs=1, runs=1, nb=100, batch_size=50, source="bundled")
+    benchmark.torch_run_on(config, 0, device="cpu")
