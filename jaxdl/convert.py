@@ -67,7 +67,11 @@ def _group_by_module(state_dict: Mapping[str, torch.Tensor]) -> dict[str, dict[s
     modules: dict[str, dict[str, np.ndarray]] = {}
     for key, tensor in state_dict.items():
         module, _, leaf = key.rpartition(".")
-        modules.setdefault(module, {})[leaf] = tensor.detach().cpu().numpy()
+        # A copy, not numpy's view of torch's memory: JAX may read a host buffer after
+        # jnp.asarray returns (asynchronous transfer), and torch updates BatchNorm buffers in
+        # place, so a later torch forward could leak into the Flax variables (seen: a parity
+        # run whose "old" running mean already held torch's updated one).
+        modules.setdefault(module, {})[leaf] = tensor.detach().cpu().numpy().copy()
     return modules
 
 
