@@ -67,8 +67,23 @@ def _pad(tree: Any, runs: int, padded: int) -> Any:
 
 
 def shard_runs(tree: Any, mesh: Mesh) -> Any:
-    """Places every leaf with its leading (runs) axis split over the mesh."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(RUNS)))
+    """Places every leaf with its leading (runs) axis split over the mesh.
+
+    Every process holds the whole (seeded, identical) tree; under `jax.distributed` each one
+    hands over only the blocks of its own devices (`make_array_from_callback`).
+    """
+    sharding = NamedSharding(mesh, PartitionSpec(RUNS))
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf: Any) -> jax.Array:
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = put(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(put, tree)
 
 
 def _per_device(fn: Any, mesh: Mesh, in_specs: Any) -> Any:

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 
 from jaxdl import sweep
 from jaxdl.config import TrainConfig
 
 REPO = Path(__file__).resolve().parent.parent
 # mlp: no convolutions, so the vmapped sweep compiles and runs in seconds on a CPU.
-TINY = TrainConfig(model="mlp", epochs=2, runs=3, nb=100, batch_size=25, source="bundled")
+TINY = TrainConfig(model="mlp", epochs=1, runs=3, nb=100, batch_size=25, source="bundled")
 
 SCRIPT = textwrap.dedent(
     """
@@ -58,7 +61,9 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_sharded_sweeps_equal_one_device_sweeps() -> None:
+@pytest.fixture(scope="module")
+def four_devices() -> dict[str, Any]:
+    """The sweeps of SCRIPT, run once in a fresh interpreter with four CPU devices."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
     code = f"CONFIG = {json.dumps(json.dumps(TINY.to_dict()))}\n" + SCRIPT
     proc = subprocess.run(
@@ -67,7 +72,11 @@ def test_sharded_sweeps_equal_one_device_sweeps() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT"))
-    got = json.loads(line[len("RESULT") :])
+    return json.loads(line[len("RESULT") :])
+
+
+def test_sharded_sweeps_equal_one_device_sweeps(four_devices: dict[str, Any]) -> None:
+    got = four_devices
     assert got["placed"] == 4
     one, four = got["p1"]["one"], got["p1"]["four"]
     assert [r["seed"] for r in one] == [r["seed"] for r in four] == [0, 1, 2]
@@ -94,3 +103,52 @@ def test_padding_and_strategy_choice() -> None:
     assert sweep.choose_strategy(10.0, None) == "loop"
     assert sweep.choose_strategy(10.0, 12.0) == "loop"
     assert sweep.choose_strategy(10.0, 3.0) == "vmap"
+
+
+MULTI_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(ADDRESS, num_processes=2, process_id=int(sys.argv[1]))
+    from jaxdl import sweep
+    from jaxdl.config import TrainConfig
+
+    assert jax.device_count() == 4 and jax.local_device_count() == 2
+    runs = sweep.train_sweep(TrainConfig(**json.loads(CONFIG)), sweep.runs_mesh())["runs"]
+    print("RESULT" + json.dumps(runs))
+    """
+)
+
+
+def test_sweep_over_two_processes_equals_train_run(four_devices: dict[str, Any]) -> None:
+    # jax.distributed on one machine: two processes of two CPU devices each, one mesh of four.
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    code = (
+        f"CONFIG = {json.dumps(json.dumps(TINY.to_dict()))}\n"
+        f"ADDRESS = 'localhost:{port}'\n" + MULTI_PROCESS
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i)],
+            cwd=REPO,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    ref = four_devices["p1"]["train_run"]  # train.train_run, one run after another
+    for out, _ in outputs:  # every process gathers every run
+        line = next(x for x in out.splitlines() if x.startswith("RESULT"))
+        runs = json.loads(line[len("RESULT") :])
+        for got, want in zip(runs, ref, strict=True):
+            assert got["seed"] == want["seed"] and got["test_error"] == want["test_error"]
+            np.testing.assert_allclose(got["test_loss"], want["test_loss"], rtol=1e-5)
