@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxdl import results
+from jaxdl import plots, results
 from jaxdl.config import TrainConfig
 from jaxdl.framework.config import FrameworkConfig
 
@@ -319,6 +319,11 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
             cells += [
                 Cell("beat", "siamese_aux", goal.replace(model="siamese_aux")),
                 Cell("beat", "siamese_exact", goal.replace(model="siamese_exact")),
+                Cell(
+                    "beat",
+                    "siamese_aux, weight decay 0, aux weight 1",
+                    idea.replace(model="siamese_aux", weight_decay=0.0, aux_weight=1.0),
+                ),
                 Cell("beat", "siamese_exact +shift1", goal.replace(model="siamese_exact", shift=1)),
                 Cell("beat", "siamese_exact +shift2", idea.replace(shift=2)),
                 Cell("beat", "siamese_exact +repair", idea.replace(repair=True)),
@@ -347,7 +352,11 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
                 Cell("ablations", "schedule cosine", goal.replace(schedule="cosine")),
             ]
             cells += [
-                Cell("ablations", f"aux weight {w:g}", goal.replace(aux_weight=w))
+                Cell(
+                    "ablations",
+                    f"aux weight {w:g}" + (" (default)" if w == 0.8 else ""),
+                    goal.replace(aux_weight=w),
+                )
                 for w in (0.0, 0.2, 0.5, 0.8, 1.0)
             ]
             cells += [
@@ -673,11 +682,19 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
     for key, cell_runs in runs.items():
         summary[key] = epoch_summary(cell_runs, len(cell_runs[0]["test_error"]))
 
-    def figure(name: str, keys: Sequence[str], title: str) -> None:
+    def figure(
+        name: str, keys: Sequence[str], title: str, ylim: tuple[float, float] | None = None
+    ) -> None:
+        # Train and test curves for the few-model comparisons; test only (zoomed) for the
+        # many-variant ones, where train curves at ~0 % would hide everything.
         curves = {k.split("/", 1)[1]: runs[k] for k in keys if k in runs}
-        if curves:
+        if not curves:
+            return
+        if ylim is None:
             results.plot_errors(out_dir / f"{name}.png", curves, title)
-            md.append(f"![{title}](results/{name}.png)\n")
+        else:
+            plots.plot_test_errors(out_dir / f"{name}.png", curves, title, ylim)
+        md.append(f"![{title}](results/{name}.png)\n")
 
     sections = {c.section for c in plan.cells}
     if "s221" in sections:
@@ -710,7 +727,10 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
             "batchnorm": ["batchnorm on (default)", "batchnorm off"],
             "weight decay": ["weight decay 0.01 (default)", "weight decay 0"],
             "schedule": ["schedule sgdr (default)", "schedule constant", "schedule cosine"],
-            "aux weight": [f"aux weight {w:g}" for w in (0.0, 0.2, 0.5, 0.8, 1.0)],
+            "aux weight": [
+                "aux weight 0.8 (default)",
+                *(f"aux weight {w:g}" for w in (0.0, 0.2, 0.5, 1.0)),
+            ],
             "dropout": ["dropout 0.4 (default)", "dropout 0.2"],
         }
         present = {c.name for c in plan.section("ablations")}
@@ -721,12 +741,23 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
             md.append(f"### {group}\n")
             md.append(table_variants(runs, "ablations", names, names[0]) + "\n")
             slug = group.replace(" ", "_")
-            figure(f"ablation_{slug}", [f"ablations/{n}" for n in names], f"siamese_aux: {group}")
+            ylim = (0.0, 20.0) if group == "aux weight" else (0.0, 10.0)
+            figure(
+                f"ablation_{slug}",
+                [f"ablations/{n}" for n in names],
+                f"siamese_aux: {group} (test error)",
+                ylim,
+            )
     if "beat" in sections:
         md.append("## Beat it (25 epochs)\n")
         names = [c.name for c in plan.section("beat")]
         md.append(table_variants(runs, "beat", names, "siamese_exact") + "\n")
-        figure("beat", [f"beat/{n}" for n in names], "siamese_aux vs siamese_exact variants")
+        figure(
+            "beat",
+            [f"beat/{n}" for n in names],
+            "beat it: siamese_aux vs siamese_exact variants (test error)",
+            (0.0, 6.0),
+        )
     if "p2" in sections:
         md.append("## 3.3 Project II (the framework, disk task)\n")
         for i, cell in enumerate(plan.section("p2")):
