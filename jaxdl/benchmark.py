@@ -28,7 +28,6 @@ from jaxdl import sweep, train
 from jaxdl.config import MODEL_NAMES, TrainConfig
 from jaxdl.framework import train as ftrain
 from jaxdl.framework.config import FrameworkConfig
-from jaxdl.framework.optim import sgd
 
 __all__ = [
     "BenchmarkConfig",
@@ -358,20 +357,7 @@ def project1_torch(config: TrainConfig, *, threads: int | None, repeats: int) ->
 
 
 def _p2_setup(config: FrameworkConfig, runs: int) -> tuple[jax.Array, ftrain.DiskData, Any]:
-    seeds = [config.run_seed(r) for r in range(runs)]
-    per_run = [ftrain.disk_data(s, config.output, inputs=config.inputs) for s in seeds]
-    data = ftrain.DiskData(*(np.stack(field) for field in zip(*per_run, strict=True)))
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    optimizer = sgd(
-        ftrain.make_schedule(config.lr, config.schedule, config.total_steps), config.momentum
-    )
-    kwargs = {
-        "layer": ftrain.disk_network(config.output),
-        "optimizer": optimizer,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-    }
-    return keys, data, kwargs
+    return ftrain.sweep_setup(config, [config.run_seed(r) for r in range(runs)])
 
 
 def project2_jax(config: FrameworkConfig, *, repeats: int, sweep_runs: int) -> dict[str, Any]:

@@ -179,30 +179,16 @@ def _train_project2(
 ) -> list[dict[str, Any]]:
     # The same program as scripts/framework_flax.py: all runs vmapped in one compiled scan.
     import jax
-    import jax.numpy as jnp
 
     from jaxdl.framework import report
-    from jaxdl.framework.optim import sgd
-    from jaxdl.framework.train import DiskData, disk_data, disk_network, make_schedule, train_runs
+    from jaxdl.framework.train import sweep_setup, train_runs
 
-    runs_data = [disk_data(s, config.output, inputs=config.inputs) for s in seeds]
-    data = DiskData(*(np.stack(field) for field in zip(*runs_data, strict=True)))
-    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
-    optimizer = sgd(make_schedule(config.lr, config.schedule, config.total_steps), config.momentum)
+    keys, data, kwargs = sweep_setup(config, seeds)
 
     def on_epoch(epoch: Any, metrics: Any) -> None:
         progress(len(seeds))
 
-    fit = jax.jit(
-        functools.partial(
-            train_runs,
-            layer=disk_network(config.output),
-            optimizer=optimizer,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            on_epoch=on_epoch,
-        )
-    )
+    fit = jax.jit(functools.partial(train_runs, **kwargs, on_epoch=on_epoch))
     start = time.perf_counter()
     _, history = fit(keys, data)
     history = jax.device_get(history)

@@ -8,14 +8,12 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from jaxdl.framework import report
 from jaxdl.framework.cli import default_out_dir, parse_config
-from jaxdl.framework.optim import sgd
-from jaxdl.framework.train import DiskData, disk_data, disk_network, make_schedule, train_runs
+from jaxdl.framework.train import sweep_setup, train_runs
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -24,10 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     out = out or default_out_dir("flax")
     seeds = [config.run_seed(r) for r in range(config.runs)]
-    runs_data = [disk_data(s, config.output, inputs=config.inputs) for s in seeds]
-    data = DiskData(*(np.stack(field) for field in zip(*runs_data, strict=True)))
-    keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
-    optimizer = sgd(make_schedule(config.lr, config.schedule, config.total_steps), config.momentum)
+    keys, data, kwargs = sweep_setup(config, seeds)
 
     bar: tqdm | None = None
 
@@ -40,16 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             test_err=f"{100 * np.mean(metrics.test_error):.2f}%",
         )
 
-    fit = jax.jit(
-        functools.partial(
-            train_runs,
-            layer=disk_network(config.output),
-            optimizer=optimizer,
-            epochs=config.epochs,
-            batch_size=config.batch_size,
-            on_epoch=on_epoch,
-        )
-    )
+    fit = jax.jit(functools.partial(train_runs, **kwargs, on_epoch=on_epoch))
     start = time.perf_counter()
     compiled = fit.lower(keys, data).compile()
     compile_s = time.perf_counter() - start

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data import generate_disk_set
+from jaxdl.framework.config import FrameworkConfig
 from jaxdl.framework.layers import Layer, linear, relu, sequential, tanh
 from jaxdl.framework.losses import mse_loss, mse_loss_backward
-from jaxdl.framework.optim import Optimizer, Params, Schedule, constant_lr, cosine_lr
+from jaxdl.framework.optim import Optimizer, Params, Schedule, constant_lr, cosine_lr, sgd
 
 __all__ = [
     "N_POINTS",
@@ -25,6 +26,7 @@ __all__ = [
     "make_schedule",
     "predict_labels",
     "standardise",
+    "sweep_setup",
     "train_epoch",
     "train_run",
     "train_runs",
@@ -257,3 +259,25 @@ def make_schedule(lr: float, schedule: str, total_steps: int) -> Schedule:
     if schedule == "cosine":
         return cosine_lr(lr, total_steps)
     raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def sweep_setup(
+    config: FrameworkConfig, seeds: Sequence[int]
+) -> tuple[jax.Array, DiskData, dict[str, Any]]:
+    """What `train_runs` needs for `config`'s runs of `seeds`: one key per run, the runs' data
+    stacked on a leading axis, and the keyword arguments (network, optimizer, epochs, batch).
+
+    The one set-up shared by scripts/framework_flax.py, the experiments and the benchmark.
+    """
+    per_run = [disk_data(s, config.output, inputs=config.inputs) for s in seeds]
+    data = DiskData(*(np.stack(field) for field in zip(*per_run, strict=True)))
+    keys = jax.vmap(jax.random.key)(jnp.asarray(list(seeds)))
+    kwargs = {
+        "layer": disk_network(config.output),
+        "optimizer": sgd(
+            make_schedule(config.lr, config.schedule, config.total_steps), config.momentum
+        ),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+    }
+    return keys, data, kwargs
