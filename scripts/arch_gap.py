@@ -1,0 +1,245 @@
+"""Why `cnn` and `siamese` trail the report's rows: architecture variants, measured (issue 7).
+
+A research harness, not part of the product: each VARIANT is a scratch Flax model registered
+under `jaxdl.models.MODELS` for this process only and trained by the unchanged
+`jaxdl.train.train_run` (same pairs, seeds, Adam, BCE, evaluation as every other run), so only
+the architecture differs. None of these variants has a torch twin; the findings are in
+docs/RESULTS.md ("Why cnn and siamese trail the report").
+
+    python scripts/arch_gap.py run sia_c64bn10 231 --runs 10     # appends one line per run
+    python scripts/arch_gap.py table                              # Markdown table of every file
+
+RECIPE 221: Adam 1e-3 constant, no weight decay, 80 epochs (section 2.2.1: rows 5/25/50/80);
+RECIPE 231: Adam 1e-3 + L2 0.01, SGDR (T_0 = 5, per epoch), 45 epochs (2.3.1: 6/10/15/35/45).
+One run records every epoch, so one 45- or 80-epoch run gives all of a recipe's rows.
+Results: docs/results/arch_gap/<variant>[-sgdrstep]_<recipe>_bs<batch>.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import glob
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl import models as M
+from jaxdl import schedules, train
+from jaxdl.config import TrainConfig
+
+OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "arch_gap"
+REPORT = {
+    "221": {"cnn": [25.79, 15.92, 15.19, 19.48]},
+    "231": {"cnn": [16.61, 16.85, 16.45, 16.1, 15.88], "sia": [12.77, 15.25, 13.08, 13.8, 14.41]},
+}
+EPOCHS = {"221": [5, 25, 50, 80], "231": [6, 10, 15, 35, 45]}
+
+
+def _scale(kind: str) -> Callable[[jax.Array], jax.Array]:
+    return M.normalize if kind == "std" else (lambda x: x / 255.0)
+
+
+def _conv(c: int, cin: int, k: int, pad: bool, name: str) -> nn.Conv:
+    p = k // 2 if pad else 0
+    return nn.Conv(
+        c,
+        (k, k),
+        padding=((p, p), (p, p)),
+        kernel_init=M._torch_kernel_init,
+        bias_init=M._torch_bias_init(cin * k * k),
+        name=name,
+    )
+
+
+class Feat(nn.Module):
+    """jaxdl's ConvFeatures with its sizes open: channels, kernel, padding, hidden, pools."""
+
+    channels: tuple[int, ...] = (32, 64)
+    k: int = 3
+    pad: bool = True
+    hidden: int = 100  # 0: no hidden Dense layer
+    pools: tuple[bool, ...] = (True, True)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+        for i, c in enumerate(self.channels, start=1):
+            x = _conv(c, x.shape[-1], self.k, self.pad, f"conv{i}")(x)
+            x = nn.relu(M._norm(True, train, f"bn{i}")(x))
+            if self.pools[i - 1] and x.shape[1] >= 2:
+                x = M._max_pool(x)
+        x = x.reshape(x.shape[0], -1)
+        if self.hidden:
+            x = M._dense(self.hidden, x.shape[-1], "fc1")(x)
+            x = nn.relu(M._norm(True, train, "bnfc")(x))
+        return x
+
+
+class CNNv(nn.Module):
+    """jaxdl's `cnn` (both digits as channels) over `Feat(**feat)`."""
+
+    feat: tuple[tuple[str, Any], ...] = ()
+    scale: str = "std"
+    dropout: float = 0.4
+    batchnorm: bool = True  # passed by train.build; every variant keeps BatchNorm
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
+        x = jnp.transpose(_scale(self.scale)(x), (0, 2, 3, 1))
+        h = Feat(**dict(self.feat), name="features")(x, train)
+        h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return M._dense(1, h.shape[-1], "fc_out")(h)[:, 0], None
+
+
+class SiamV(nn.Module):
+    """jaxdl's `siamese` over `Feat(**feat)`, with the branch output and head open."""
+
+    feat: tuple[tuple[str, Any], ...] = ()
+    scale: str = "std"
+    dropout: float = 0.4
+    batchnorm: bool = True  # passed by train.build; every variant keeps BatchNorm
+    head_hidden: int = 64
+    head_softmax: bool = True
+    branch_act: str = "none"  # "bnrelu": BatchNorm + ReLU on the branch's 10 outputs
+    drop_pos: str = "branch"  # or "head": dropout before the final classifier instead
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, None]:
+        b = x.shape[0]
+        d = _scale(self.scale)(x).reshape(2 * b, 14, 14, 1)
+        h = Feat(**dict(self.feat), name="features")(d, train)
+        if self.drop_pos == "branch":
+            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        d = M._dense(10, h.shape[-1], "fc_out")(h)
+        if self.branch_act == "bnrelu":
+            d = nn.relu(M._norm(True, train, "bn_out")(d))
+        h = (jax.nn.softmax(d) if self.head_softmax else d).reshape(b, 20)
+        if self.head_hidden:
+            h = M._dense(self.head_hidden, 20, "head_fc1")(h)
+            h = nn.relu(M._norm(True, train, "head_bn")(h))
+        if self.drop_pos == "head":
+            h = nn.Dropout(self.dropout, deterministic=not train)(h)
+        return M._dense(1, h.shape[-1], "head_fc2")(h)[:, 0], None
+
+
+def _f(**kw: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(kw.items())
+
+
+VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "cnn_base": CNNv,
+    "cnn_raw": functools.partial(CNNv, scale="raw"),
+    "cnn_k5": functools.partial(CNNv, feat=_f(k=5)),
+    "cnn_k7": functools.partial(CNNv, feat=_f(k=7)),
+    "cnn_valid": functools.partial(CNNv, feat=_f(pad=False)),
+    "cnn_c16": functools.partial(CNNv, feat=_f(channels=(16, 32))),
+    "cnn_c64": functools.partial(CNNv, feat=_f(channels=(64, 128))),
+    "cnn_h200": functools.partial(CNNv, feat=_f(hidden=200)),
+    "cnn_k5c64": functools.partial(CNNv, feat=_f(k=5, channels=(64, 128))),
+    "sia_base": SiamV,
+    "sia_raw": functools.partial(SiamV, scale="raw"),
+    "sia_valid": functools.partial(SiamV, feat=_f(pad=False)),
+    "sia_logits": functools.partial(SiamV, head_softmax=False),
+    "sia_logits_nohead": functools.partial(SiamV, head_softmax=False, head_hidden=0),
+    "sia_bn10": functools.partial(SiamV, head_softmax=False, branch_act="bnrelu"),
+    "sia_bn10_drophead": functools.partial(
+        SiamV, head_softmax=False, branch_act="bnrelu", drop_pos="head"
+    ),
+    "sia_k5bn10": functools.partial(SiamV, feat=_f(k=5), head_softmax=False, branch_act="bnrelu"),
+    "sia_c64bn10": functools.partial(
+        SiamV, feat=_f(channels=(64, 128)), head_softmax=False, branch_act="bnrelu"
+    ),
+}
+
+
+def run(variant: str, recipe: str, runs: int, batch_size: int, first: int, sgdr_per_step: bool):
+    """Trains `runs` seeds of `variant` and appends each run's per-epoch errors to its file."""
+    M.MODELS[variant] = VARIANTS[variant]
+    tag = ""
+    if sgdr_per_step:  # hypothesis: the report stepped CosineAnnealingWarmRestarts per batch
+        make = schedules.make_schedule
+        schedules.make_schedule = lambda n, lr, *, epochs, steps_per_epoch, **kw: make(
+            n, lr, epochs=epochs, steps_per_epoch=1, **kw
+        )
+        tag = "-sgdrstep"
+    if recipe == "221":
+        cfg = TrainConfig(model=variant, epochs=80, weight_decay=0.0, schedule="constant")
+    else:
+        cfg = TrainConfig(model=variant, epochs=45, weight_decay=0.01, schedule="sgdr")
+    cfg = cfg.replace(batch_size=batch_size, dropout=0.4)
+    OUT.mkdir(parents=True, exist_ok=True)
+    out = OUT / f"{variant}{tag}_{recipe}_bs{batch_size}.jsonl"
+    for r in range(first, first + runs):
+        start = time.time()
+        res = train.train_run(cfg, r)
+        line = {"seed": r, "test": res["test_error"], "train": res["train_error"]}
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+        at = " ".join(f"{e}:{100 * res['test_error'][e - 1]:.1f}" for e in EPOCHS[recipe])
+        print(f"{variant} {recipe} bs{batch_size} seed {r} {at} {time.time() - start:.0f}s")
+
+
+def table() -> str:
+    """Every result file as Markdown: test error %, mean ± SD over runs at the report's epochs."""
+    lines = []
+    for recipe, epochs in EPOCHS.items():
+        lines += [
+            f"\n### recipe {recipe} (epochs {epochs})\n",
+            "| variant | batch | runs | "
+            + " | ".join(f"ep {e}" for e in epochs)
+            + " | <= report |",
+            "|---|---|---|" + "---|" * len(epochs) + "---|",
+        ]
+        for fam in ("cnn", "sia"):
+            if fam not in REPORT[recipe]:
+                continue
+            rep = REPORT[recipe][fam]
+            lines.append(f"| **report {fam}** | ? | 10 | " + " | ".join(map(str, rep)) + " | |")
+            for path in sorted(glob.glob(str(OUT / f"{fam}_*_{recipe}_bs*.jsonl"))):
+                rows = [json.loads(line) for line in open(path)]
+                name, bs = Path(path).stem.rsplit(f"_{recipe}_", 1)
+                te = np.array([r["test"] for r in rows]) * 100
+                mean = [te[:, e - 1].mean() for e in epochs]
+                sd = [te[:, e - 1].std(ddof=1) if len(rows) > 1 else 0.0 for e in epochs]
+                ok = sum(a <= b for a, b in zip(mean, rep, strict=True))
+                cells = " | ".join(f"{a:.2f} ± {b:.2f}" for a, b in zip(mean, sd, strict=True))
+                lines.append(f"| {name} | {bs[2:]} | {len(rows)} | {cells} | {ok}/{len(mean)} |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train seeds of one variant")
+    r.add_argument("variant", choices=sorted(VARIANTS))
+    r.add_argument("recipe", choices=sorted(EPOCHS))
+    r.add_argument("--runs", type=int, default=10)
+    r.add_argument("--batch-size", type=int, default=50)
+    r.add_argument("--first-seed", type=int, default=0)
+    r.add_argument("--sgdr-per-step", action="store_true")
+    sub.add_parser("table", help="print the Markdown table of every result file")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        run(
+            args.variant,
+            args.recipe,
+            args.runs,
+            args.batch_size,
+            args.first_seed,
+            args.sgdr_per_step,
+        )
+    else:
+        print(table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
