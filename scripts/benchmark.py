@@ -4,20 +4,34 @@
     python scripts/benchmark.py --quick              # under 2 minutes on a 2-core CPU
     python scripts/benchmark.py --models cnn mlp --epochs 5 --json out.json
 
-On a GPU it measures there (JAX's default backend, torch on CUDA) without change. Simulate
-several devices on a CPU with XLA_FLAGS=--xla_force_host_platform_device_count=4.
+On a GPU it measures there (JAX's default backend, torch on CUDA) without change. On a CPU
+each core is made an XLA device (below), so sweeps are also timed sharded over the cores;
+set XLA_FLAGS=--xla_force_host_platform_device_count=1 to measure one device.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from jaxdl import benchmark, results
-from jaxdl.config import MODEL_NAMES
+# One XLA:CPU device per core (before JAX starts), so that a sweep's runs can be sharded over
+# the cores: XLA:CPU otherwise shows every core as one device. Only the CPU platform is
+# affected (a GPU machine's GPUs stay its devices); an XLA_FLAGS that already sets it wins.
+# Only when run as a script: importing this module (the tests do) changes nothing.
+if __name__ == "__main__" and "xla_force_host_platform_device_count" not in os.environ.get(
+    "XLA_FLAGS", ""
+):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
+    ).strip()
+
+from jaxdl import benchmark, results  # noqa: E402
+from jaxdl.config import MODEL_NAMES  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
