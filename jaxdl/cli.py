@@ -20,7 +20,15 @@ from typing import Any, NoReturn
 
 from jaxdl import results
 from jaxdl.checkpoint import CheckpointError, FlagMismatch
-from jaxdl.config import MODEL_NAMES, OPTIMIZERS, SCHEDULES, TrainConfig
+from jaxdl.config import (
+    HEAD_INPUT_MODELS,
+    HEAD_INPUTS,
+    MODEL_NAMES,
+    OPTIMIZERS,
+    SCHEDULES,
+    WIDTH_MODELS,
+    TrainConfig,
+)
 from jaxdl.mnist import SOURCES, DataError
 
 __all__ = [
@@ -159,6 +167,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="conv layers per block of the branch, siamese_exact only (default: %(default)s)",
     )
     p.add_argument(
+        "--width",
+        type=_positive_int,
+        default=d.width,
+        help="conv channels (WIDTH, 2*WIDTH), every model but mlp (default: %(default)s)",
+    )
+    p.add_argument(
+        "--head-input",
+        choices=HEAD_INPUTS,
+        default=d.head_input,
+        help="what the head of siamese/siamese_aux sees of each digit's 10 branch outputs: "
+        "softmax, logits, or bnrelu (BatchNorm + ReLU) (default: %(default)s)",
+    )
+    p.add_argument(
         "--shift",
         type=int,
         choices=range(0, 4),
@@ -226,6 +247,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --model: a model is named twice")
     if args.depth != 1 and set(args.model) != {"siamese_exact"}:
         parser.error("argument --depth: only siamese_exact has a configurable depth")
+    if args.width != DEFAULTS.width and not set(args.model) <= set(WIDTH_MODELS):
+        parser.error("argument --width: mlp has no convolutions; leave it out of --model")
+    if args.head_input != DEFAULTS.head_input and not set(args.model) <= set(HEAD_INPUT_MODELS):
+        parser.error("argument --head-input: only siamese and siamese_aux have a learned head")
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir")
     if args.out is not None and (args.out / "results.json").exists() and not args.overwrite:
@@ -281,6 +306,8 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             dropout=args.dropout,
             batchnorm=args.batchnorm,
             depth=args.depth,
+            width=args.width,
+            head_input=args.head_input,
             shift=args.shift,
             repair=args.repair,
             nb=args.nb,

@@ -5,7 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-__all__ = ["MODEL_NAMES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
+__all__ = [
+    "HEAD_INPUTS",
+    "HEAD_INPUT_MODELS",
+    "MODEL_NAMES",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "TrainConfig",
+    "WIDTH_MODELS",
+]
 
 # The registries of jaxdl.models / torch_reference.models, jaxdl.schedules and the optimizers of
 # both train modules; named here so that the CLI can validate flags without importing a framework
@@ -13,6 +21,13 @@ __all__ = ["MODEL_NAMES", "OPTIMIZERS", "SCHEDULES", "TrainConfig"]
 MODEL_NAMES = ("mlp", "cnn", "siamese", "cnn_aux", "siamese_aux", "siamese_exact")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("constant", "cosine", "sgdr")
+# What the learned head of siamese / siamese_aux sees of each digit's 10 branch outputs: their
+# softmax (the default), the raw logits, or BatchNorm + ReLU of them (docs/RESULTS.md).
+HEAD_INPUTS = ("softmax", "logits", "bnrelu")
+# The models whose conv features take `width` (conv channels width, 2 * width).
+WIDTH_MODELS = ("cnn", "siamese", "cnn_aux", "siamese_aux", "siamese_exact")
+# The models with a learned head on the two digits' branch outputs (they take `head_input`).
+HEAD_INPUT_MODELS = ("siamese", "siamese_aux")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +53,8 @@ class TrainConfig:
     dropout: float = 0.4
     batchnorm: bool = True  # False: the report's "batchnorm disabled" ablation (no BN layers)
     depth: int = 1  # conv layers per block of siamese_exact's branch (deeper branches)
+    width: int = 32  # conv channels (width, 2 * width) of every model but mlp
+    head_input: str = "softmax"  # siamese / siamese_aux head input, one of HEAD_INPUTS
     # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
     # training digit shifted by up to `shift` pixels each step; the training digits re-paired
     # every epoch (targets from the classes).
@@ -56,6 +73,16 @@ class TrainConfig:
         # The last incomplete batch is dropped (one compiled batch shape); the order is
         # reshuffled every epoch, so every pair is still seen.
         return self.nb // self.batch_size
+
+    def model_hparams(self) -> dict[str, Any]:
+        """The architecture options for `create_model`, each only where it is not its default
+        (the models that do not have an option do not take it)."""
+        defaults = TrainConfig()
+        return {
+            k: getattr(self, k)
+            for k in ("depth", "width", "head_input")
+            if getattr(self, k) != getattr(defaults, k)
+        }
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

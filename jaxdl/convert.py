@@ -9,7 +9,8 @@ Flax submodule is named like the torch attribute (`features.conv1.weight` <->
 - Linear `weight` (out, in) <-> Dense `kernel` (in, out): transpose.
 - The first Linear after the convolutions (`FLATTENED_CONV_INPUTS`): torch flattens its input
   NCHW, index c*H*W + h*W + w; Flax flattens NHWC, index h*W*C + w*C + c. The kernel's rows are
-  therefore permuted as well as transposed: (out, C, H, W) -> (H, W, C, out).
+  therefore permuted as well as transposed: (out, C, H, W) -> (H, W, C, out). The layout fixes
+  (H, W); C is the kernel's input size / (H * W), so any conv width converts.
 - BatchNorm `weight`/`bias` <-> `scale`/`bias`; `running_mean`/`running_var` <->
   `batch_stats` `mean`/`var`, copied unchanged. Both libraries normalise with the stored value in
   eval mode, so the stored value must not be rescaled. What differs is the TRAINING update:
@@ -44,18 +45,26 @@ __all__ = [
 ]
 
 # Per registered model: the torch Linear (module path) whose input is a flattened conv feature
-# map, with that map's (C, H, W). 14x14 inputs, two 2x2 pools -> 3x3; conv2 has 64 channels.
-FLATTENED_CONV_INPUTS: dict[str, dict[str, tuple[int, int, int]]] = {
+# map, with that map's spatial (H, W): 14x14 inputs, two 2x2 pools -> 3x3. The channel count
+# (2 * width of the model) is read off the weight's shape.
+FLATTENED_CONV_INPUTS: dict[str, dict[str, tuple[int, int]]] = {
     "mlp": {},  # flattens the raw (2, 14, 14) input in NCHW order in both libraries
-    "cnn": {"features.fc1": (64, 3, 3)},
-    "cnn_aux": {"features.fc1": (64, 3, 3)},
-    "siamese": {"branch.features.fc1": (64, 3, 3)},
-    "siamese_aux": {"branch.features.fc1": (64, 3, 3)},
-    "siamese_exact": {"branch.features.fc1": (64, 3, 3)},
+    "cnn": {"features.fc1": (3, 3)},
+    "cnn_aux": {"features.fc1": (3, 3)},
+    "siamese": {"branch.features.fc1": (3, 3)},
+    "siamese_aux": {"branch.features.fc1": (3, 3)},
+    "siamese_exact": {"branch.features.fc1": (3, 3)},
 }
 
 
-def _layouts(model: str) -> dict[str, tuple[int, int, int]]:
+def _channels(module: str, inputs: int, h: int, w: int) -> int:
+    # The flattened (C, H, W) map's C from the Linear's input size.
+    if inputs % (h * w):
+        raise ValueError(f"{module}: {inputs} inputs are not a flattened (C, {h}, {w}) map")
+    return inputs // (h * w)
+
+
+def _layouts(model: str) -> dict[str, tuple[int, int]]:
     if model not in FLATTENED_CONV_INPUTS:
         raise ValueError(
             f"no conversion layout for model {model!r}; add it to FLATTENED_CONV_INPUTS"
@@ -111,7 +120,8 @@ def torch_to_flax(state_dict: Mapping[str, torch.Tensor], model: str) -> dict[st
             _set(params, path, "bias", leaves["bias"])
         elif weight is not None and weight.ndim == 2:
             if module in layouts:
-                c, h, w = layouts[module]
+                h, w = layouts[module]
+                c = _channels(module, weight.shape[1], h, w)
                 kernel = weight.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
             else:
                 kernel = weight.T
@@ -171,7 +181,8 @@ def flax_to_torch(
         if kernel.ndim == 4:
             weight = kernel.transpose(3, 2, 0, 1)
         elif module in layouts:
-            c, h, w = layouts[module]
+            h, w = layouts[module]
+            c = _channels(module, kernel.shape[0], h, w)
             weight = kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w)
         else:
             weight = kernel.T

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.config import HEAD_INPUTS
+
 __all__ = [
     "AUX_MODELS",
     "MNIST_MEAN",
@@ -202,11 +204,13 @@ class CNN(nn.Module):
     aux: bool = False
     dropout: float = 0.4
     batchnorm: bool = True
+    width: int = 32  # conv channels (width, 2 * width)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.transpose(normalize(x), (0, 2, 3, 1))  # NCHW -> NHWC
-        h = ConvFeatures(batchnorm=self.batchnorm, name="features")(x, train)
+        channels = (self.width, 2 * self.width)
+        h = ConvFeatures(channels, batchnorm=self.batchnorm, name="features")(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         logit = _dense(1, h.shape[-1], "fc_out")(h)[:, 0]
         if not self.aux:
@@ -221,10 +225,14 @@ class DigitBranch(nn.Module):
     dropout: float = 0.4
     batchnorm: bool = True
     depth: int = 1
+    width: int = 32  # conv channels (width, 2 * width)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        features = ConvFeatures(batchnorm=self.batchnorm, depth=self.depth, name="features")
+        channels = (self.width, 2 * self.width)
+        features = ConvFeatures(
+            channels, batchnorm=self.batchnorm, depth=self.depth, name="features"
+        )
         h = features(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         return _dense(10, h.shape[-1], "fc_out")(h)
@@ -235,30 +243,45 @@ class Siamese(nn.Module):
 
     Both digits go through the branch as ONE batch of 2B images, so BatchNorm sees all 2B digits
     and updates its running statistics once per step (torch_reference does the same).
-    With `aux` the branch outputs are also returned as digit logits (B, 2, 10).
-    The head sees the softmax of each digit's 10 outputs (`head_softmax`, the default): it then
-    compares two class distributions whose scale does not drift as the digit logits grow more
-    confident; on raw logits the head overfits (test error ~10% instead of ~3%, see
-    docs/PROJECT1.md).
+    With `aux` the branch outputs (never transformed) are also returned as digit logits (B, 2, 10).
+    What the head sees of each digit's 10 outputs is `head_input`:
+    - "softmax" (the default): two class distributions whose scale does not drift as the digit
+      logits grow more confident; on raw logits the head overfits (test error ~10% instead of
+      ~3%, see docs/PROJECT1.md);
+    - "logits": the raw outputs (that ablation);
+    - "bnrelu": BatchNorm (`branch_bn`, over the 2B digits; left out with `batchnorm=False`)
+      and ReLU of them, the report-era variant (docs/RESULTS.md, "Why cnn and siamese trail").
     """
 
     aux: bool = False
     dropout: float = 0.4
     head_hidden: int = 64
-    head_softmax: bool = True
+    head_input: str = "softmax"
     batchnorm: bool = True
+    width: int = 32  # conv channels (width, 2 * width)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         b = x.shape[0]
         # (B, 2, 14, 14) -> (2B, 14, 14, 1): digits of a pair stay adjacent, no transpose needed.
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        d = DigitBranch(self.dropout, self.batchnorm, name="branch")(digits, train)  # (2B, 10)
-        h = (jax.nn.softmax(d) if self.head_softmax else d).reshape(b, 20)
+        branch = DigitBranch(self.dropout, self.batchnorm, width=self.width, name="branch")
+        d = branch(digits, train)  # (2B, 10)
+        h = self._head_input(d, train).reshape(b, 20)
         h = _dense(self.head_hidden, 20, "head_fc1")(h)
         h = nn.relu(_norm(self.batchnorm, train, "head_bn")(h))
         logit = _dense(1, self.head_hidden, "head_fc2")(h)[:, 0]
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
+
+    def _head_input(self, d: jax.Array, train: bool) -> jax.Array:
+        if self.head_input == "softmax":
+            return jax.nn.softmax(d)
+        if self.head_input == "logits":
+            return d
+        if self.head_input == "bnrelu":
+            return nn.relu(_norm(self.batchnorm, train, "branch_bn")(d))
+        choices = ", ".join(HEAD_INPUTS)
+        raise ValueError(f"unknown head_input {self.head_input!r}; choose from {choices}")
 
 
 def comparison_logit(logits_a: jax.Array, logits_b: jax.Array) -> jax.Array:
@@ -289,12 +312,13 @@ class SiameseExact(nn.Module):
     dropout: float = 0.4
     batchnorm: bool = True
     depth: int = 1  # deeper branches: conv layers per block (see ConvFeatures)
+    width: int = 32  # conv channels (width, 2 * width)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         b = x.shape[0]
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        branch = DigitBranch(self.dropout, self.batchnorm, self.depth, name="branch")
+        branch = DigitBranch(self.dropout, self.batchnorm, self.depth, self.width, name="branch")
         d = branch(digits, train).reshape(b, 2, 10)
         return comparison_logit(d[:, 0], d[:, 1]), d
 

@@ -105,6 +105,8 @@ def build(config: TrainConfig) -> tuple[nn.Module, optax.GradientTransformation]
         config.steps_per_epoch,
         batchnorm=config.batchnorm,
         depth=config.depth,
+        width=config.width,
+        head_input=config.head_input,
     )
 
 
@@ -120,15 +122,16 @@ def _build(
     steps_per_epoch: int,
     batchnorm: bool = True,
     depth: int = 1,
+    width: int = 32,
+    head_input: str = "softmax",
 ) -> tuple[nn.Module, optax.GradientTransformation]:
     lr_schedule = schedules.make_schedule(
         schedule, lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
+    # The architecture options only where asked: the models without them do not take them.
+    arch = TrainConfig(depth=depth, width=width, head_input=head_input).model_hparams()
     return (
-        # `depth` only where asked: the models without conv blocks do not take it.
-        models.create_model(
-            model, dropout=dropout, batchnorm=batchnorm, **({"depth": depth} if depth != 1 else {})
-        ),
+        models.create_model(model, dropout=dropout, batchnorm=batchnorm, **arch),
         make_optimizer(optimizer, lr_schedule, weight_decay),
     )
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jaxdl.config import HEAD_INPUTS
+
 __all__ = [
     "AUX_MODELS",
     "MNIST_MEAN",
@@ -112,10 +114,12 @@ class CNN(nn.Module):
     With `aux`, a 20-way head on the same features gives two 10-way digit classifications.
     """
 
-    def __init__(self, aux: bool = False, dropout: float = 0.4, batchnorm: bool = True):
+    def __init__(
+        self, aux: bool = False, dropout: float = 0.4, batchnorm: bool = True, width: int = 32
+    ):
         super().__init__()
         self.aux = aux
-        self.features = ConvFeatures(in_channels=2, batchnorm=batchnorm)
+        self.features = ConvFeatures(2, (width, 2 * width), batchnorm=batchnorm)
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 1)
         if aux:
@@ -132,9 +136,11 @@ class CNN(nn.Module):
 class DigitBranch(nn.Module):
     """One digit (N, 1, 14, 14) to 10 digit logits: ConvFeatures, dropout, Linear(10)."""
 
-    def __init__(self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1):
+    def __init__(
+        self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1, width: int = 32
+    ):
         super().__init__()
-        self.features = ConvFeatures(in_channels=1, batchnorm=batchnorm, depth=depth)
+        self.features = ConvFeatures(1, (width, 2 * width), batchnorm=batchnorm, depth=depth)
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 10)
 
@@ -146,8 +152,9 @@ class Siamese(nn.Module):
     """Weight sharing: one DigitBranch (one parameter set) applied to each digit, 20 -> head -> 1.
 
     Both digits go through the branch as ONE batch of 2B images (BatchNorm statistics over all
-    2B digits, one running-statistics update per step), exactly as in jaxdl. The head sees the
-    softmax of each digit's 10 outputs unless `head_softmax` is False (see jaxdl.models.Siamese).
+    2B digits, one running-statistics update per step), exactly as in jaxdl. The head sees
+    `head_input` of each digit's 10 outputs: "softmax" (default), "logits", or "bnrelu"
+    (BatchNorm `branch_bn` + ReLU); see jaxdl.models.Siamese.
     """
 
     def __init__(
@@ -155,13 +162,19 @@ class Siamese(nn.Module):
         aux: bool = False,
         dropout: float = 0.4,
         head_hidden: int = 64,
-        head_softmax: bool = True,
+        head_input: str = "softmax",
         batchnorm: bool = True,
+        width: int = 32,
     ):
         super().__init__()
+        if head_input not in HEAD_INPUTS:
+            choices = ", ".join(HEAD_INPUTS)
+            raise ValueError(f"unknown head_input {head_input!r}; choose from {choices}")
         self.aux = aux
-        self.head_softmax = head_softmax
-        self.branch = DigitBranch(dropout, batchnorm)
+        self.head_input = head_input
+        self.branch = DigitBranch(dropout, batchnorm, width=width)
+        if head_input == "bnrelu":
+            self.branch_bn = _norm(batchnorm, nn.BatchNorm1d, 10)
         self.head_fc1 = nn.Linear(20, head_hidden)
         self.head_bn = _norm(batchnorm, nn.BatchNorm1d, head_hidden)
         self.head_fc2 = nn.Linear(head_hidden, 1)
@@ -169,7 +182,13 @@ class Siamese(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         b = x.shape[0]
         d = self.branch(normalize(x).reshape(2 * b, 1, 14, 14))  # (2B, 10)
-        h = (F.softmax(d, dim=-1) if self.head_softmax else d).reshape(b, 20)
+        if self.head_input == "softmax":
+            h = F.softmax(d, dim=-1)
+        elif self.head_input == "bnrelu":
+            h = F.relu(self.branch_bn(d))
+        else:
+            h = d
+        h = h.reshape(b, 20)
         h = F.relu(self.head_bn(self.head_fc1(h)))
         logit = self.head_fc2(h)[:, 0]
         return logit, (d.reshape(b, 2, 10) if self.aux else None)
@@ -194,9 +213,11 @@ def comparison_logit(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Te
 class SiameseExact(nn.Module):
     """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b)."""
 
-    def __init__(self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1):
+    def __init__(
+        self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1, width: int = 32
+    ):
         super().__init__()
-        self.branch = DigitBranch(dropout, batchnorm, depth)
+        self.branch = DigitBranch(dropout, batchnorm, depth, width)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]

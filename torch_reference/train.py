@@ -63,9 +63,11 @@ def make_optimizer(
 
 def create_model(config: TrainConfig) -> nn.Module:
     """The configuration's model, initialised from torch's global RNG."""
-    depth = {"depth": config.depth} if config.depth != 1 else {}
     return models.create_model(
-        config.model, dropout=config.dropout, batchnorm=config.batchnorm, **depth
+        config.model,
+        dropout=config.dropout,
+        batchnorm=config.batchnorm,
+        **config.model_hparams(),  # the architecture options that are not their defaults
     )
 
 
