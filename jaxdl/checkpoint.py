@@ -28,6 +28,9 @@ __all__ = [
 
 FORMAT = "jaxdl-project1-checkpoint/1"
 KEEP = 3  # the last few steps; a diverged run's last good state is kept beyond these
+# Flags added after checkpoints were first written, with their defaults: a checkpoint that does
+# not record one was written with its default (the architecture then had no such option).
+LATER_FLAGS: dict[str, Any] = {"width": 32, "head_input": "softmax"}
 
 
 class CheckpointError(Exception):
@@ -60,8 +63,9 @@ def _flag_text(name: str, value: Any) -> str:
 def check_flags(saved: Mapping[str, Any], given: Mapping[str, Any], directory: Path) -> None:
     """Raises FlagMismatch naming the first flag whose value differs from the checkpoint's."""
     for name in [*given, *(k for k in saved if k not in given)]:
-        if saved.get(name) != given.get(name):
-            was, now = _flag_text(name, saved.get(name)), _flag_text(name, given.get(name))
+        old, new = saved.get(name, LATER_FLAGS.get(name)), given.get(name, LATER_FLAGS.get(name))
+        if old != new:
+            was, now = _flag_text(name, old), _flag_text(name, new)
             raise FlagMismatch(
                 name,
                 f"the checkpoint in {directory} was written with {was}, not {now}; resume with "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from jaxdl import cli, config
+from jaxdl import checkpoint, cli, config
 
 REPO = Path(__file__).resolve().parent.parent
 # The recipe of tests/test_train.py's smoke runs: the compiled step is shared in one session.
@@ -84,6 +84,11 @@ BAD_FLAGS = [
     (["--optimizer", "sgd"], "--optimizer"),
     (["--schedule", "step"], "--schedule"),
     (["--epochs", "two"], "--epochs"),
+    (["--width", "0"], "--width"),
+    (["--width", "64", "--model", "cnn", "mlp"], "--width: mlp has no convolutions"),
+    (["--head-input", "sigmoid"], "--head-input"),
+    (["--head-input", "bnrelu"], "--head-input: only siamese and siamese_aux"),  # siamese_exact
+    (["--head-input", "logits", "--model", "siamese", "cnn"], "--head-input: only siamese"),
 ]
 
 
@@ -132,3 +137,25 @@ def test_defaults_are_the_documented_ones():
         "sgdr",
         "auto",
     )
+
+
+def test_architecture_flags_reach_the_config_and_the_checkpoint_check(tmp_path):
+    argv = ["--model", "siamese", "siamese_aux", "--width", "64", "--head-input", "bnrelu"]
+    args = cli.parse_args(argv)
+    assert {(c.width, c.head_input) for c in cli.configs_from_args(args)} == {(64, "bnrelu")}
+    flags = cli.training_flags("flax", args)
+    assert (flags["width"], flags["head_input"]) == (64, "bnrelu")
+    for change, flag in (
+        (["--width", "16"], "--width"),
+        (["--head-input", "logits"], "--head-input"),
+    ):
+        other = cli.training_flags("flax", cli.parse_args([*argv, *change]))
+        with pytest.raises(checkpoint.FlagMismatch, match=f"written with {flag} ") as exc:
+            checkpoint.check_flags(flags, other, tmp_path)
+        assert exc.value.flag == flag.removeprefix("--").replace("-", "_")
+    # A checkpoint from before these flags existed was written with their defaults.
+    default = cli.training_flags("flax", cli.parse_args(["--model", "siamese"]))
+    older = {k: v for k, v in default.items() if k not in ("width", "head_input")}
+    checkpoint.check_flags(older, default, tmp_path)
+    with pytest.raises(checkpoint.FlagMismatch, match="--width 32, not --width 64"):
+        checkpoint.check_flags(older, {**default, "width": 64}, tmp_path)

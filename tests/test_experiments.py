@@ -29,6 +29,17 @@ def test_cache_key_ignores_epochs_only_for_length_independent_schedules():
     assert experiments.cell_key(sgdr) != experiments.cell_key(sgdr.replace(shift=1))
 
 
+def test_cache_keys_of_default_recipes_survive_new_config_fields():
+    # Hard-coded before `width` and `head_input` were added: a field added with a default that
+    # keeps the old behaviour must not orphan the runs already cached.
+    assert experiments.cell_key(TrainConfig()) == "f39a381e76385407"
+    assert experiments.cell_key(TrainConfig(model="siamese")) == "dd9438a84b106c09"
+    assert experiments.cell_key(TrainConfig(model="cnn", epochs=6)) == "08293e666a351890"
+    assert experiments.cell_key(TrainConfig(model="siamese", width=64)) != "dd9438a84b106c09"
+    bnrelu = TrainConfig(model="siamese", head_input="bnrelu")
+    assert experiments.cell_key(bnrelu) != "dd9438a84b106c09"
+
+
 def test_full_plan_covers_every_section():
     plan = experiments.make_plan(experiments.Scale())
     assert {c.section for c in plan.cells} == set(experiments.SECTIONS)

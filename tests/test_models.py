@@ -20,11 +20,22 @@ PARAM_COUNTS = {
     "siamese_aux": 79_455,
     "siamese_exact": 77_918,  # siamese_aux's branch, no head
 }
+# The architecture options (width, head_input): (model, hparams, parameter count).
+VARIANTS = [
+    ("cnn", {"width": 64}, 191_057),  # scripts/arch_gap.py's cnn_c64
+    ("cnn_aux", {"width": 16}, 36_261),
+    ("siamese", {"width": 16, "head_input": "bnrelu"}, 36_563),  # + branch_bn's 20
+    ("siamese_aux", {"head_input": "logits"}, 79_455),  # the input changes, not the layers
+    ("siamese_aux", {"head_input": "bnrelu"}, 79_475),
+    ("siamese_exact", {"width": 16}, 35_006),
+]
+CASES = [(name, {}, count) for name, count in PARAM_COUNTS.items()] + VARIANTS
+CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw, _ in CASES]
 BATCH = 3
 
 
-def flax_variables_shape(name: str) -> dict:
-    model = models.create_model(name)
+def flax_variables_shape(name: str, **hparams) -> dict:
+    model = models.create_model(name, **hparams)
     # eval_shape: shapes without running (or compiling) the initialisers.
     return jax.eval_shape(
         lambda: model.init({"params": jax.random.PRNGKey(0)}, jnp.zeros((1, 2, 14, 14)))
@@ -39,11 +50,11 @@ def test_registries_agree():
         assert models.has_aux(name) == tmodels.has_aux(name) == expected
 
 
-@pytest.mark.parametrize("name", PARAM_COUNTS)
-def test_flax_param_count_and_shapes(name):
-    variables = flax_variables_shape(name)
-    assert models.param_count(variables["params"]) == PARAM_COUNTS[name]
-    model = models.create_model(name)
+@pytest.mark.parametrize(("name", "hparams", "count"), CASES, ids=CASE_IDS)
+def test_flax_param_count_and_shapes(name, hparams, count):
+    variables = flax_variables_shape(name, **hparams)
+    assert models.param_count(variables["params"]) == count
+    model = models.create_model(name, **hparams)
     x = jax.ShapeDtypeStruct((BATCH, 2, 14, 14), jnp.float32)
     (logit, aux), updates = jax.eval_shape(
         lambda v, x: model.apply(
@@ -64,11 +75,11 @@ def test_flax_param_count_and_shapes(name):
         assert aux is None and aux_eval is None
 
 
-@pytest.mark.parametrize("name", PARAM_COUNTS)
-def test_torch_param_count_and_shapes(name):
+@pytest.mark.parametrize(("name", "hparams", "count"), CASES, ids=CASE_IDS)
+def test_torch_param_count_and_shapes(name, hparams, count):
     torch.manual_seed(0)
-    model = tmodels.create_model(name)
-    assert tmodels.param_count(model) == PARAM_COUNTS[name]
+    model = tmodels.create_model(name, **hparams)
+    assert tmodels.param_count(model) == count
     x = torch.rand(BATCH, 2, 14, 14) * 255
     for mode in (True, False):
         model.train(mode)
@@ -80,17 +91,17 @@ def test_torch_param_count_and_shapes(name):
             assert aux is None
 
 
-@pytest.mark.parametrize("name", PARAM_COUNTS)
-def test_layer_names_mirror(name):
+@pytest.mark.parametrize(("name", "hparams", "count"), CASES, ids=CASE_IDS)
+def test_layer_names_mirror(name, hparams, count):
     """Every torch parameter has a Flax counterpart of the same path (weight/kernel, etc.)."""
-    flax_params = flax_variables_shape(name)["params"]
+    flax_params = flax_variables_shape(name, **hparams)["params"]
     flax_paths = {
         "/".join(str(k.key) for k in path)
         for path, _ in jax.tree_util.tree_flatten_with_path(flax_params)[0]
     }
     renames = {"weight": "kernel"}
     torch_paths = set()
-    for key, p in tmodels.create_model(name).named_parameters():
+    for key, p in tmodels.create_model(name, **hparams).named_parameters():
         *mods, leaf = key.split(".")
         is_bn = p.ndim == 1 and "bn" in mods[-1]
         leaf = "scale" if (is_bn and leaf == "weight") else renames.get(leaf, leaf)
@@ -125,6 +136,28 @@ def test_siamese_applies_the_same_branch_to_both_digits():
     variables = train._init_variables(fm, jax.random.PRNGKey(0))
     apply = jax.jit(lambda x: fm.apply(variables, x, train=False)[1])
     np.testing.assert_allclose(apply(swapped), np.asarray(apply(x))[:, ::-1], rtol=0, atol=1e-6)
+
+
+def test_mlp_has_no_width_and_only_siamese_heads_have_head_input():
+    for create in (models.create_model, tmodels.create_model):
+        with pytest.raises(TypeError):
+            create("mlp", width=64)
+        with pytest.raises(TypeError):
+            create("siamese_exact", head_input="bnrelu")
+    with pytest.raises(ValueError, match="unknown head_input 'sigmoid'; choose from softmax"):
+        tmodels.create_model("siamese", head_input="sigmoid")
+    x = jnp.zeros((1, 2, 14, 14))
+    with pytest.raises(ValueError, match="unknown head_input 'sigmoid'; choose from softmax"):
+        models.create_model("siamese", head_input="sigmoid").init(jax.random.PRNGKey(0), x)
+
+
+def test_default_options_build_the_default_models():
+    assert config.TrainConfig().model_hparams() == {}
+    assert config.TrainConfig(width=64, depth=2).model_hparams() == {"depth": 2, "width": 64}
+    assert config.HEAD_INPUTS[0] == models.Siamese.head_input == "softmax"
+    assert models.CNN.width == config.TrainConfig.width == 32
+    default = train.build(config.TrainConfig(model="siamese"))[0]
+    assert default == models.create_model("siamese")
 
 
 def test_unknown_model_is_refused():
