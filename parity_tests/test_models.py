@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +19,15 @@ from parity_tests.conftest import FLOAT32, Precision
 MODEL_NAMES = list(models.MODELS)
 BATCH = 8
 MOMENTUM = 0.1  # torch's BatchNorm momentum; Flax's is 1 - 0.1
+# (model, architecture hparams): every registered model as built by default, and the options
+# found by scripts/arch_gap.py: conv width (64/128 for cnn; 16/32 elsewhere keeps the suite fast)
+# and the Siamese head input ("bnrelu" adds the branch_bn layer).
+CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in MODEL_NAMES] + [
+    ("cnn", {"width": 64}),
+    ("siamese", {"head_input": "bnrelu", "width": 16}),
+    ("siamese_aux", {"head_input": "logits"}),
+]
+CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in hparams.items()) for name, hparams in CASES]
 
 
 def pair_inputs(batch: int, seed: int, dtype: type = np.float32) -> np.ndarray:
@@ -25,10 +36,12 @@ def pair_inputs(batch: int, seed: int, dtype: type = np.float32) -> np.ndarray:
     return (rng.integers(0, 4 * 255 + 1, (batch, 2, 14, 14)) / 4).astype(dtype)
 
 
-def torch_model(name: str, precision: Precision, seed: int, dropout: float = 0.0) -> nn.Module:
+def torch_model(
+    name: str, precision: Precision, seed: int, dropout: float = 0.0, **hparams: Any
+) -> nn.Module:
     """A torch_reference model in `precision` with non-trivial running statistics."""
     torch.manual_seed(seed)
-    model = tmodels.create_model(name, dropout=dropout).to(precision.torch)
+    model = tmodels.create_model(name, dropout=dropout, **hparams).to(precision.torch)
     gen = torch.Generator().manual_seed(seed + 1)
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
@@ -49,20 +62,22 @@ def test_every_model_has_a_conversion_layout(name: str) -> None:
     assert name in convert.FLATTENED_CONV_INPUTS
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_converted_tree_matches_flax_init(name: str) -> None:
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_converted_tree_matches_flax_init(name: str, hparams: dict[str, Any]) -> None:
     # Same paths, shapes and dtypes as the Flax model's own variables: no layer missed or renamed.
     x = pair_inputs(2, 0)
-    model = models.create_model(name)
+    model = models.create_model(name, **hparams)
     init = jax.eval_shape(lambda: model.init({"params": jax.random.key(0)}, x, train=False))
-    converted = convert.torch_to_flax(torch_model(name, FLOAT32, 0).state_dict(), name)
+    converted = convert.torch_to_flax(torch_model(name, FLOAT32, 0, **hparams).state_dict(), name)
     shapes = jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), converted)
     assert shapes == jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), dict(init))
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_round_trip_torch_flax_torch_is_identity(name: str, precision: Precision) -> None:
-    state = torch_model(name, precision, 1).state_dict()
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_round_trip_torch_flax_torch_is_identity(
+    name: str, hparams: dict[str, Any], precision: Precision
+) -> None:
+    state = torch_model(name, precision, 1, **hparams).state_dict()
     back = convert.flax_to_torch(
         convert.torch_to_flax(state, name),
         name,
@@ -72,15 +87,15 @@ def test_round_trip_torch_flax_torch_is_identity(name: str, precision: Precision
     for key, tensor in state.items():
         assert back[key].dtype == tensor.dtype, key
         assert torch.equal(back[key], tensor), key  # bit for bit
-    tmodels.create_model(name).to(precision.torch).load_state_dict(back, strict=True)
+    tmodels.create_model(name, **hparams).to(precision.torch).load_state_dict(back, strict=True)
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_round_trip_flax_torch_flax_is_identity(name: str) -> None:
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_round_trip_flax_torch_flax_is_identity(name: str, hparams: dict[str, Any]) -> None:
     # Flax's structure (eval_shape: no eager init) filled with random values: any numbers must
     # survive the round trip bit for bit.
     x = pair_inputs(2, 0)
-    model = models.create_model(name)
+    model = models.create_model(name, **hparams)
     shapes = jax.eval_shape(lambda: model.init({"params": jax.random.key(3)}, x, train=False))
     rng = np.random.default_rng(3)
     variables = jax.tree_util.tree_map(
@@ -90,14 +105,14 @@ def test_round_trip_flax_torch_flax_is_identity(name: str) -> None:
     jax.tree_util.tree_map(np.testing.assert_array_equal, back, dict(variables))
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_eval_outputs_agree(name: str, precision: Precision) -> None:
-    tmodel = torch_model(name, precision, 2).eval()
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_eval_outputs_agree(name: str, hparams: dict[str, Any], precision: Precision) -> None:
+    tmodel = torch_model(name, precision, 2, **hparams).eval()
     variables = convert.torch_to_flax(tmodel.state_dict(), name)
     x = pair_inputs(BATCH, 2, precision.numpy)
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x))
-    actual = models.create_model(name, dropout=0.0).apply(variables, x, train=False)
+    actual = models.create_model(name, dropout=0.0, **hparams).apply(variables, x, train=False)
     assert_close(actual, expected, precision.tol, check="eval outputs")
 
 
@@ -119,16 +134,18 @@ def _bn_counts(model: nn.Module, x: torch.Tensor) -> dict[str, int]:
     return counts
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_train_outputs_and_running_statistics_agree(name: str, precision: Precision) -> None:
-    tmodel = torch_model(name, precision, 3)
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_train_outputs_and_running_statistics_agree(
+    name: str, hparams: dict[str, Any], precision: Precision
+) -> None:
+    tmodel = torch_model(name, precision, 3, **hparams)
     variables = convert.torch_to_flax(tmodel.state_dict(), name)
     x = pair_inputs(BATCH, 3, precision.numpy)
     counts = _bn_counts(tmodel.eval(), torch.from_numpy(x))
     tmodel.train()
     with torch.no_grad():
         expected = tmodel(torch.from_numpy(x))  # batch statistics, dropout 0
-    actual, updates = models.create_model(name, dropout=0.0).apply(
+    actual, updates = models.create_model(name, dropout=0.0, **hparams).apply(
         variables, x, train=True, mutable=["batch_stats"]
     )
     assert_close(actual, expected, precision.tol, check="train outputs")

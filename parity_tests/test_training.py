@@ -25,7 +25,14 @@ from jaxdl import convert, data, models, schedules, train
 from jaxdl.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from parity_tests.compare import assert_close, record, to_numpy
 from parity_tests.conftest import FLOAT32, FLOAT64, Precision
-from parity_tests.test_models import MOMENTUM, _bn_counts, _by_path, torch_model
+from parity_tests.test_models import (
+    CASE_IDS,
+    CASES,
+    MOMENTUM,
+    _bn_counts,
+    _by_path,
+    torch_model,
+)
 
 MODEL_NAMES = list(models.MODELS)
 AUX_WEIGHT = 0.8  # the report's
@@ -55,15 +62,15 @@ def batches(precision: Precision, steps: int = STEPS, seed: int = 0) -> list[tup
 
 
 @functools.cache
-def jax_loss_and_grad(name: str) -> Callable[..., Any]:
+def jax_loss_and_grad(name: str, hparams: tuple[tuple[str, Any], ...] = ()) -> Callable[..., Any]:
     """jit-compiled (losses, grads, new batch_stats) of one train-mode step: jaxdl.train's loss.
 
     One compiled function per model (and precision) serves every optimizer and schedule below:
     compiling `train.train_step` per (model, optimizer, schedule) would take minutes on 2 cores.
     `test_train_step_is_loss_grad_then_optimizer_update` checks this decomposition against
-    `train.train_step` itself.
+    `train.train_step` itself. `hparams`: architecture options, as (name, value) pairs.
     """
-    model = models.create_model(name, dropout=0.0)
+    model = models.create_model(name, dropout=0.0, **dict(hparams))
 
     def loss_fn(params: Any, batch_stats: Any, x: Any, target: Any, classes: Any) -> Any:
         (logit, aux), updates = model.apply(
@@ -141,14 +148,16 @@ def assert_grads_close(actual: Any, expected: Any, zero: set[str], precision: Pr
             assert noise <= precision.tol.rel, f"{path} ({side}) gradient {noise:.1e} x scale"
 
 
-@pytest.mark.parametrize("name", MODEL_NAMES)
-def test_losses_and_gradients_agree(name: str, precision: Precision) -> None:
-    tmodel = torch_model(name, precision, 10)
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_losses_and_gradients_agree(
+    name: str, hparams: dict[str, Any], precision: Precision
+) -> None:
+    tmodel = torch_model(name, precision, 10, **hparams)
     variables = convert.torch_to_flax(tmodel.state_dict(), name)
     x, target, classes = batches(precision, steps=1)[0]
     zero = analytically_zero_gradients(tmodel, x, target, classes)
     t_losses, t_grads = torch_loss_and_grad(tmodel, x, target, classes)
-    losses, grads, _ = jax_loss_and_grad(name)(
+    losses, grads, _ = jax_loss_and_grad(name, tuple(hparams.items()))(
         variables["params"], variables["batch_stats"], x, target, classes
     )
     if not models.has_aux(name):
