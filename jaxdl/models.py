@@ -112,9 +112,11 @@ def _max_pool(x: jax.Array) -> jax.Array:
     return _max_pool_2x2(x.shape[1] % 2, x.shape[2] % 2, x)
 
 
-# The forward pass is Flax's max_pool; only its gradient is written out. XLA differentiates
-# reduce_window max to select-and-scatter, which XLA:CPU runs as a variadic reduce-window over
-# iotas plus a scatter: about half of a Siamese train step (issue 6). Here the forward records
+# Outside differentiation the forward pass is Flax's max_pool; under differentiation the VJP's
+# forward takes the same maximum from the four window slices (see below), and the gradient is
+# written out. XLA differentiates reduce_window max to select-and-scatter, which XLA:CPU runs
+# as a variadic reduce-window over iotas plus a scatter: about half of a Siamese train step
+# (issue 6). Here the forward records
 # which of the window's four inputs (row-major) holds its first maximum, and the backward
 # routes the gradient there with one elementwise select: the same rule as select-and-scatter
 # and torch (ties go to the first maximum), so the gradients are bit-identical.

@@ -1,0 +1,134 @@
+"""Small timing probes behind docs/BENCHMARKS.md's notes (what was tried and rejected).
+
+    python scripts/speed_probes.py conv-forms     # one convolution: lax.conv vs patches vs slices
+    python scripts/speed_probes.py slice-step     # a siamese_aux step and run: nn.Conv vs slices
+    python scripts/speed_probes.py devices        # one P-I run and the P-II sweep on the devices
+    XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/speed_probes.py devices
+
+Medians of repeated timings after warm-up, each call waited for; no result is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxdl import benchmark, models, sweep, train
+from jaxdl.config import TrainConfig
+from jaxdl.framework import train as ftrain
+from jaxdl.framework.config import FrameworkConfig
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _ms(fn: Callable[..., Any], *args: Any, n: int = 50) -> float:
+    return benchmark.time_calls(lambda: fn(*args), n, warmup=2).median * 1e3
+
+
+def conv_lax(x: jax.Array, w: jax.Array) -> jax.Array:
+    return lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+
+
+def conv_patches(x: jax.Array, w: jax.Array) -> jax.Array:
+    p = lax.conv_general_dilated_patches(
+        x, (3, 3), (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC
+    )
+    return p @ w.transpose(2, 0, 1, 3).reshape(-1, w.shape[-1])  # patches are (C, kh, kw)
+
+
+def conv_slices(x: jax.Array, w: jax.Array) -> jax.Array:
+    h, wd = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    cols = [xp[:, i : i + h, j : j + wd, :] for i in range(3) for j in range(3)]
+    return jnp.concatenate(cols, axis=-1) @ w.reshape(-1, w.shape[-1])
+
+
+def conv_forms() -> None:
+    """One 3x3 convolution three ways, forward and forward + both gradients."""
+    key = jax.random.PRNGKey(0)
+    for n, hw, cin, cout in [(100, 7, 32, 64), (100, 14, 1, 32), (1000, 7, 32, 64)]:
+        x, w = jax.random.normal(key, (n, hw, hw, cin)), jax.random.normal(key, (3, 3, cin, cout))
+        cells = []
+        for name, f in [("lax.conv", conv_lax), ("patches", conv_patches), ("slices", conv_slices)]:
+            grad = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+            cells.append(f"{name} fwd {_ms(jax.jit(f), x, w):.2f} grad {_ms(grad, x, w):.2f} ms")
+        print(f"N={n} {hw}x{hw} {cin}->{cout}: " + "; ".join(cells))
+
+
+class SliceConv(nn.Module):
+    """jaxdl's 3x3 conv (same parameters and initialisers) computed as `conv_slices`."""
+
+    features: int
+    in_channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (3, 3, x.shape[-1], self.features)
+        kernel = self.param("kernel", models._torch_kernel_init, shape)
+        bias = self.param("bias", models._torch_bias_init(self.in_channels * 9), (self.features,))
+        return conv_slices(x, kernel) + bias
+
+
+def _step_and_run(tag: str) -> None:
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    model, tx = train.build(cfg)
+    holder = [train.create_train_state(model, tx, jax.random.PRNGKey(0))]
+    tr, _ = train.load_pairs(cfg, 0)
+    idx = train.epoch_batches(jax.random.PRNGKey(1), cfg.nb, cfg.batch_size)
+
+    def step() -> Any:
+        holder[0], _ = train.train_batch(holder[0], tr, idx, 0, aux_weight=0.8, shift=0)
+        return holder[0]
+
+    step_ms = benchmark.time_calls(step, 40, warmup=3).median * 1e3
+    train.train_run(cfg, 0)  # compiles
+    start = time.perf_counter()
+    train.train_run(cfg, 1)
+    print(f"{tag}: step {step_ms:.2f} ms, 25-epoch run {time.perf_counter() - start:.2f} s")
+
+
+def slice_step() -> None:
+    """A siamese_aux step and run with nn.Conv, then with every conv as SliceConv."""
+    _step_and_run("nn.Conv")
+    models._conv = lambda features, in_channels, name: SliceConv(features, in_channels, name=name)
+    train._build.cache_clear()
+    _step_and_run("slices")
+
+
+def devices() -> None:
+    """One P-I run (default device) and the P-II 10-run sweep sharded over every device."""
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    train.train_run(cfg, 0)
+    runs = []
+    for r in (1, 2):
+        start = time.perf_counter()
+        train.train_run(cfg, r)
+        runs.append(f"{time.perf_counter() - start:.2f}")
+    fcfg = FrameworkConfig(epochs=50, runs=10)
+    keys, data, kw = ftrain.sweep_setup(fcfg, [fcfg.run_seed(r) for r in range(10)])
+    mesh = sweep.runs_mesh()
+    t = benchmark.time_calls(lambda: sweep.framework_sweep(keys, data, mesh=mesh, **kw), 5)
+    print(
+        f"{jax.device_count()} device(s): P-I run {', '.join(runs)} s; "
+        f"P-II 10-run sweep median {t.median:.3f} s, min {t.min:.3f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("probe", choices=["conv-forms", "slice-step", "devices"])
+    probe = p.parse_args(argv).probe
+    {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}[probe]()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
