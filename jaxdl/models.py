@@ -79,16 +79,78 @@ def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
     )
 
 
-def _conv(features: int, in_channels: int, name: str) -> nn.Conv:
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _conv3x3_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3x3, stride 1, padding 1 in NHWC/HWIO: what `nn.Conv` computes (before its bias)."""
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+
+
+def _patches3x3(x: jax.Array) -> jax.Array:
+    """(N, H, W, C) -> (N, H, W, 9 C): each pixel's padded 3x3 neighbourhood, in HWIO order."""
+    h, w = x.shape[1], x.shape[2]
+    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    return jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1)
+
+
+# On XLA:CPU the training step of the conv models is bound by the convolutions' gradients
+# (issue 6): XLA:CPU runs the backward convolutions at a fraction of its matmul rate. Under
+# differentiation this VJP computes the convolution as im2col matmuls instead (patches (N H W,
+# 9 C) @ kernel (9 C, C_out); the kernel's gradient patches^T @ g; the input's gradient
+# g @ kernel^T folded back by nine shifted adds), the same function up to float rounding.
+# Outside differentiation (evaluation) it is XLA's convolution, exactly `nn.Conv`'s. Other
+# backends keep XLA's own convolution and its gradient (cuDNN on the GPU is faster than this).
+@jax.custom_vjp
+def _conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _conv3x3_xla(x, kernel)
+
+
+def _conv3x3_im2col_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+    n, h, w, _ = x.shape
+    patches = _patches3x3(x).reshape(n * h * w, -1)
+    y = patches @ kernel.reshape(patches.shape[-1], -1)
+    return y.reshape(n, h, w, -1), (patches, kernel, x.shape)
+
+
+def _conv3x3_im2col_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    patches, kernel, (n, h, w, c) = res
+    g2 = g.reshape(n * h * w, -1)
+    dkernel = (patches.T @ g2).reshape(kernel.shape)
+    dpatches = (g2 @ kernel.reshape(9 * c, -1).T).reshape(n, h, w, 9 * c)
+    dxp = jnp.zeros((n, h + 2, w + 2, c), g.dtype)
+    for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
+        dxp = dxp.at[:, i : i + h, j : j + w].add(dpatches[..., k * c : (k + 1) * c])
+    return dxp[:, 1:-1, 1:-1], dkernel
+
+
+_conv3x3_im2col.defvjp(_conv3x3_im2col_fwd, _conv3x3_im2col_bwd)
+
+
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 3x3 same-padding convolution (NHWC, HWIO kernel), its gradient fast on every backend."""
+    return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_im2col, default=_conv3x3_xla)
+
+
+class Conv3x3(nn.Module):
+    """torch `Conv2d(in, out, 3, padding=1)`: `nn.Conv`'s parameters (names, shapes, initial
+    draws) and forward, with `conv3x3`'s gradient."""
+
+    features: int
+    in_channels: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        shape = (3, 3, x.shape[-1], self.features)
+        kernel = self.param("kernel", _torch_kernel_init, shape)
+        bias = self.param("bias", _torch_bias_init(self.in_channels * 9), (self.features,))
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
+        return conv3x3(x, kernel) + bias.reshape(1, 1, 1, -1)
+
+
+def _conv(features: int, in_channels: int, name: str) -> Conv3x3:
     # 3x3, stride 1, padding 1 (torch `Conv2d(in, out, 3, padding=1)`): spatial size kept.
-    return nn.Conv(
-        features,
-        kernel_size=(3, 3),
-        padding=((1, 1), (1, 1)),
-        kernel_init=_torch_kernel_init,
-        bias_init=_torch_bias_init(in_channels * 9),
-        name=name,
-    )
+    return Conv3x3(features, in_channels, name=name)
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:

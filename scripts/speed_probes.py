@@ -4,6 +4,8 @@
     python scripts/speed_probes.py slice-step     # a siamese_aux step and run: nn.Conv vs slices
     python scripts/speed_probes.py devices        # one P-I run and the P-II sweep on the devices
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/speed_probes.py devices
+    python scripts/speed_probes.py conv-grad im2col   # step and run with jaxdl's conv gradient
+    python scripts/speed_probes.py conv-grad xla      # ... with XLA's own (before issue 6's change)
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -103,6 +105,21 @@ def slice_step() -> None:
     _step_and_run("slices")
 
 
+def conv_grad(which: str) -> None:
+    """A siamese_aux step and three runs with the conv gradient `which` (one per process: the
+    jit caches would not tell the two models apart)."""
+    if which == "xla":
+        models.conv3x3 = models._conv3x3_xla
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    _step_and_run(f"{which} gradient")
+    runs = []
+    for r in (2, 3, 4):
+        start = time.perf_counter()
+        train.train_run(cfg, r)
+        runs.append(f"{time.perf_counter() - start:.2f}")
+    print(f"{which} gradient: three more runs {', '.join(runs)} s")
+
+
 def devices() -> None:
     """One P-I run (default device) and the P-II 10-run sweep sharded over every device."""
     cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
@@ -124,9 +141,13 @@ def devices() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["conv-forms", "slice-step", "devices"])
-    probe = p.parse_args(argv).probe
-    {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}[probe]()
+    p.add_argument("probe", choices=["conv-forms", "slice-step", "devices", "conv-grad"])
+    p.add_argument("which", nargs="?", choices=["im2col", "xla"], default="im2col")
+    args = p.parse_args(argv)
+    if args.probe == "conv-grad":
+        conv_grad(args.which)
+    else:
+        {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}[args.probe]()
     return 0
 
 

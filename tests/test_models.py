@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import flax.linen
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -165,3 +166,55 @@ def test_unknown_model_is_refused():
         models.create_model("resnet")
     with pytest.raises(ValueError, match="unknown model"):
         tmodels.create_model("resnet")
+
+
+# conv3x3: XLA's convolution forward, im2col matmuls for the gradient on the CPU (issue 6).
+@pytest.mark.parametrize("cin", [1, 2, 32])
+def test_conv3x3_value_and_gradients_equal_xla_convolution(cin):
+    kx, kw, kg = jax.random.split(jax.random.PRNGKey(cin), 3)
+    x = jax.random.normal(kx, (5, 7, 7, cin))
+    w = jax.random.normal(kw, (3, 3, cin, 6))
+    g = jax.random.normal(kg, (5, 7, 7, 6))
+
+    def vjp(conv):
+        y, pullback = jax.vjp(conv, x, w)
+        return (y, *pullback(g))
+
+    ours = jax.jit(lambda: vjp(models.conv3x3))()
+    xla = jax.jit(lambda: vjp(models._conv3x3_xla))()
+    # Outside differentiation: bit for bit XLA's convolution (evaluation is unchanged).
+    np.testing.assert_array_equal(jax.jit(models.conv3x3)(x, w), jax.jit(models._conv3x3_xla)(x, w))
+    for a, b, what in zip(ours, xla, ["y", "dx", "dkernel"], strict=True):
+        np.testing.assert_allclose(
+            a, b, rtol=1e-5, atol=1e-4 * float(jnp.abs(b).max()), err_msg=what
+        )
+
+
+def test_conv3x3_gradient_under_vmap_is_each_members_gradient():
+    # Sweeps vmap the train step over runs: a batch of kernels, one per run.
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 7, 7, 2))
+    w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 2, 4))
+
+    def loss(x, w):
+        return jnp.sum(jnp.tanh(models.conv3x3(x, w)))
+
+    batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(x, w)
+    for r in range(3):
+        one = jax.grad(loss, argnums=(0, 1))(x[r], w[r])
+        for a, b in zip(batched, one, strict=True):
+            np.testing.assert_allclose(a[r], b, rtol=1e-5, atol=1e-5)
+
+
+def test_conv3x3_module_is_nn_conv_with_the_same_parameters():
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, 14, 14, 3))
+    ours = models.Conv3x3(8, 3)
+    flax_conv = flax.linen.Conv(
+        8,
+        (3, 3),
+        padding=((1, 1), (1, 1)),
+        kernel_init=models._torch_kernel_init,
+        bias_init=models._torch_bias_init(27),
+    )
+    v_ours, v_flax = ours.init(jax.random.PRNGKey(5), x), flax_conv.init(jax.random.PRNGKey(5), x)
+    jax.tree.map(np.testing.assert_array_equal, v_ours, v_flax)  # same names, shapes, draws
+    np.testing.assert_array_equal(ours.apply(v_ours, x), flax_conv.apply(v_flax, x))
