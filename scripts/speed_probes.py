@@ -6,6 +6,8 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/speed_probes.py devices
     python scripts/speed_probes.py conv-grad im2col   # step and run with jaxdl's conv gradient
     python scripts/speed_probes.py conv-grad xla      # ... with XLA's own (before issue 6's change)
+    python scripts/speed_probes.py batch-split [xla]  # one run, each batch split over 2 devices
+    python scripts/speed_probes.py two-runs [xla]     # two runs one by one, then one per device
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -13,7 +15,10 @@ Medians of repeated timings after warm-up, each call waited for; no result is as
 from __future__ import annotations
 
 import argparse
+import functools
+import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -108,8 +113,6 @@ def slice_step() -> None:
 def conv_grad(which: str) -> None:
     """A siamese_aux step and three runs with the conv gradient `which` (one per process: the
     jit caches would not tell the two models apart)."""
-    if which == "xla":
-        models.conv3x3 = models._conv3x3_xla
     cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
     _step_and_run(f"{which} gradient")
     runs = []
@@ -118,6 +121,87 @@ def conv_grad(which: str) -> None:
         train.train_run(cfg, r)
         runs.append(f"{time.perf_counter() - start:.2f}")
     print(f"{which} gradient: three more runs {', '.join(runs)} s")
+
+
+def _two_cpu_devices() -> list[jax.Device]:
+    if jax.device_count() < 2:
+        sys.exit("needs XLA_FLAGS=--xla_force_host_platform_device_count=2 (set by main)")
+    return jax.devices()[:2]
+
+
+def batch_split() -> None:
+    """One siamese_aux run on one device, then with every batch split over two CPU devices
+    (GSPMD: the gathered batch constrained to a `batch` mesh axis; BatchNorm's statistics and
+    the gradients become all-reduces; the evaluation sets split the same way)."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    mesh = Mesh(_two_cpu_devices(), ("batch",))
+    replicated, split = (
+        NamedSharding(mesh, PartitionSpec()),
+        NamedSharding(mesh, PartitionSpec("batch")),
+    )
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    one_device = train.train_batch
+
+    @functools.partial(jax.jit, static_argnames=("aux_weight", "shift"))
+    def split_batch(state, pairs, batch_idx, i, aux_weight, shift=0):  # type: ignore[no-untyped-def]
+        idx = batch_idx[i]
+        x, target, classes = (
+            lax.with_sharding_constraint(a[idx], split)
+            for a in (pairs.x, pairs.target, pairs.classes)
+        )
+        return train.train_step(state, x, target, classes, aux_weight)
+
+    def run(seed: int, spread: bool) -> float:
+        start = time.perf_counter()
+        tr, te = train.load_pairs(cfg, seed)
+        model, tx = train.build(cfg)
+        init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
+        state = train.create_train_state(model, tx, init_key)
+        if spread:
+            state, tr, te = jax.device_put((state, tr, te), (replicated, replicated, split))
+        train.train_batch = split_batch if spread else one_device
+        for epoch in range(cfg.epochs):
+            key = jax.random.fold_in(shuffle_key, epoch)
+            state, m = train.run_epoch(
+                state, tr, te, key, batch_size=cfg.batch_size, aux_weight=0.8
+            )
+            jax.device_get(m)
+        return time.perf_counter() - start
+
+    for spread in (False, True):
+        run(0, spread)  # compiles
+        times = ", ".join(f"{run(seed, spread):.2f}" for seed in (1, 2, 3))
+        print(f"{'batch split over 2 devices' if spread else 'one device'}: runs {times} s")
+
+
+def two_runs() -> None:
+    """Two siamese_aux runs one after the other on one device, then at once, one per device
+    (two Python threads, each dispatching to its own CPU device: a probe, not a sweep design)."""
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+
+    def runs_on(device: jax.Device, seeds: Sequence[int]) -> None:
+        with jax.default_device(device):
+            for seed in seeds:
+                train.train_run(cfg, seed)
+
+    devices = _two_cpu_devices()
+    for device in devices:
+        runs_on(device, [0])  # compiles for each device
+    start = time.perf_counter()
+    runs_on(devices[0], [1, 2])
+    one_by_one = time.perf_counter() - start
+    threads = [
+        threading.Thread(target=runs_on, args=(d, [s]))
+        for d, s in zip(devices, [1, 2], strict=True)
+    ]
+    start = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    at_once = time.perf_counter() - start
+    print(f"two runs: one by one {one_by_one:.2f} s, one per device {at_once:.2f} s")
 
 
 def devices() -> None:
@@ -141,15 +225,26 @@ def devices() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("probe", choices=["conv-forms", "slice-step", "devices", "conv-grad"])
+    two_device_probes = {"batch-split": batch_split, "two-runs": two_runs}
+    p.add_argument(
+        "probe", choices=["conv-forms", "slice-step", "devices", "conv-grad", *two_device_probes]
+    )
     p.add_argument("which", nargs="?", choices=["im2col", "xla"], default="im2col")
     args = p.parse_args(argv)
+    if args.which == "xla":  # the convolutions' gradient as XLA computes it
+        models.conv3x3 = models._conv3x3_xla
     if args.probe == "conv-grad":
         conv_grad(args.which)
+    elif args.probe in two_device_probes:
+        two_device_probes[args.probe]()
     else:
         {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}[args.probe]()
     return 0
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] in ("batch-split", "two-runs"):
+        # Two CPU devices; effective only because JAX has not started a backend yet.
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2"
     sys.exit(main())
