@@ -79,8 +79,12 @@ REPORT_33: dict[str, tuple[float, float]] = {
     "std": (0.6, 0.65),
 }
 
-# Run order: the cells the issue's goals rest on first, the long 100-epoch curves last.
-SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221")
+# Run order: the cells the issue's goals rest on first, the long 100-epoch curves last; then
+# the report's rows again with the architecture options (`arch`).
+SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221", "arch")
+# `arch`: the options that closed most of the gap in scripts/arch_gap.py (docs/RESULTS.md).
+ARCH_CNN = {"width": 64}
+ARCH_SIAMESE = {"width": 64, "head_input": "bnrelu"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +365,18 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
                 for p in (0.0, 0.4)
                 for m in ("mlp", "cnn")
             ]
+        elif section == "arch":
+            legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
+            curve = curves.replace(epochs=scale.curve_epochs)
+            cells += [
+                Cell("arch", "s221 cnn width 64", legacy.replace(model="cnn", **ARCH_CNN)),
+                Cell("arch", "s231 cnn width 64", curve.replace(model="cnn", **ARCH_CNN)),
+                Cell(
+                    "arch",
+                    "s231 siamese width 64 bnrelu",
+                    curve.replace(model="siamese", **ARCH_SIAMESE),
+                ),
+            ]
     return Plan(scale, cells)
 
 
@@ -430,8 +446,17 @@ def _runs_label(s: dict[str, Any]) -> str:
     return f"{s['runs'] - s['diverged_runs']}/{s['runs']}"
 
 
-def table_221(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
-    """2.2.1: mlp and cnn with/without dropout at the report's epochs (its numbers: dropout 0.4)."""
+def table_221(
+    runs: dict[str, list[dict[str, Any]]],
+    max_epochs: int,
+    rows: Sequence[tuple[str, str, str, float]] | None = None,
+) -> str:
+    """2.2.1: mlp and cnn with/without dropout at the report's epochs (its numbers: dropout 0.4).
+
+    `rows`: (label, key in `runs`, the report's model, dropout); default the section's four.
+    """
+    if rows is None:
+        rows = [(m, f"s221/{m} dropout {p:g}", m, p) for p in (0.4, 0.0) for m in ("mlp", "cnn")]
     lines = [
         _header(
             [
@@ -450,18 +475,20 @@ def table_221(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
             ]
         )
     ]
-    for p in (0.4, 0.0):
+    for p in dict.fromkeys(dropout for *_, dropout in rows):
         for e in (5, 25, 50, 80):
             if e > max_epochs:
                 continue
-            for m in ("mlp", "cnn"):
-                s = epoch_summary(runs[f"s221/{m} dropout {p:g}"], e)
+            for label, key, m, dropout in rows:
+                if dropout != p:
+                    continue
+                s = epoch_summary(runs[key], e)
                 rep = REPORT_221.get((m, e)) if p == 0.4 else None
                 tr, te, mn = rep if rep else (None, None, None)
                 lines.append(
                     _row(
                         [
-                            m,
+                            label,
                             f"{p:g}",
                             str(e),
                             _runs_label(s),
@@ -479,8 +506,20 @@ def table_221(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
     return "\n".join(lines)
 
 
-def table_231(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
-    """2.3.1: Legacy CNN vs weight sharing at epochs 6, 10, 15, 35, 45 with SD and minimum."""
+def table_231(
+    runs: dict[str, list[dict[str, Any]]],
+    max_epochs: int,
+    rows: Sequence[tuple[str, str, str]] | None = None,
+) -> str:
+    """2.3.1: Legacy CNN vs weight sharing at epochs 6, 10, 15, 35, 45 with SD and minimum.
+
+    `rows`: (label, key in `runs`, the report's model); default the section's two.
+    """
+    if rows is None:
+        rows = [
+            ("Legacy CNN (cnn)", "s231/cnn", "cnn"),
+            ("Weight Sharing (siamese)", "s231/siamese", "siamese"),
+        ]
     lines = [
         _header(
             [
@@ -500,17 +539,16 @@ def table_231(runs: dict[str, list[dict[str, Any]]], max_epochs: int) -> str:
             ]
         )
     ]
-    labels = {"cnn": "Legacy CNN (cnn)", "siamese": "Weight Sharing (siamese)"}
     for e in (6, 10, 15, 35, 45):
         if e > max_epochs:
             continue
-        for m in ("cnn", "siamese"):
-            s = epoch_summary(runs[f"s231/{m}"], e)
+        for label, key, m in rows:
+            s = epoch_summary(runs[key], e)
             tr, te, mn, sd = REPORT_231[(m, e)]
             lines.append(
                 _row(
                     [
-                        labels[m],
+                        label,
                         str(e),
                         _runs_label(s),
                         _pct(s["final_train_error_mean"]),
@@ -743,6 +781,26 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
             [f"beat/{n}" for n in names],
             "beat it: siamese_aux vs siamese_exact variants (test error)",
             (0.0, 6.0),
+        )
+    if "arch" in sections:
+        md.append("## The report's rows with the architecture options\n")
+        cnn, sia = "--width 64", "--width 64 --head-input bnrelu"
+        rows = [(f"cnn {cnn}", "arch/s221 cnn width 64", "cnn", 0.4)]
+        md.append(table_221(runs, scale.s221_epochs, rows) + "\n")
+        rows_231 = [
+            (f"Legacy CNN (cnn {cnn})", "arch/s231 cnn width 64", "cnn"),
+            (f"Weight Sharing (siamese {sia})", "arch/s231 siamese width 64 bnrelu", "siamese"),
+        ]
+        md.append(table_231(runs, scale.curve_epochs, rows_231) + "\n")
+        figure(
+            "arch_s231",
+            [
+                "s231/cnn",
+                "arch/s231 cnn width 64",
+                "s231/siamese",
+                "arch/s231 siamese width 64 bnrelu",
+            ],
+            "2.3.1 with the architecture options (sgdr, wd 0.01)",
         )
     if "p2" in sections:
         md.append("## 3.3 Project II (the framework, disk task)\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import time
@@ -70,3 +71,28 @@ def test_quick_reproduction_writes_tables_and_resumes(tmp_path: Path, mnist_dir:
     assert lost.exists()
     assert (out / "tables.md").read_text() == tables  # deterministic: the same numbers again
     assert time.perf_counter() - start < 60
+
+
+def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mnist_dir: Path):
+    plan = experiments.make_plan(experiments.Scale(), ["arch", "s231"])
+    configs = {c.name: c.config for c in plan.cells}
+    assert configs["s231 siamese width 64 bnrelu"].model_hparams() == experiments.ARCH_SIAMESE
+    assert configs["s221 cnn width 64"].schedule == "constant"
+    assert configs["s221 cnn width 64"].weight_decay == 0.0
+    # Their own cache entries, not the default recipes' runs.
+    keys = {experiments.cell_key(c.config) for c in plan.cells}
+    assert len(keys) == len(plan.cells)
+
+    # Long enough for the first report row of each table (2.2.1: epoch 5, 2.3.1: epoch 6).
+    scale = dataclasses.replace(experiments.Scale.quick(), s221_epochs=5, curve_epochs=6)
+    plan = experiments.make_plan(scale, ["arch"])
+    out = tmp_path / "results"
+    runs = experiments.run_plan(plan, out)
+    tables = experiments.write_outputs(plan, runs, out)
+    assert "The report's rows with the architecture options" in tables
+    assert "| cnn --width 64 | 0.4 | 5 | 2/2 |" in tables
+    assert "| 25.79 |" in tables  # the report's cnn row at 5 epochs beside ours
+    siamese_row = "| Weight Sharing (siamese --width 64 --head-input bnrelu) | 6 | 2/2 |"
+    assert siamese_row in tables and "| 12.77 |" in tables
+    assert (out / "arch_s231.png").stat().st_size > 0
+    assert len(list((out / "cache").iterdir())) == 6  # 3 recipes x 2 runs
