@@ -1,4 +1,4 @@
-"""Why `cnn` and `siamese` trail the report's rows: architecture variants, measured (issue 7).
+"""Why `mlp`, `cnn` and `siamese` trail the report's rows: variants, measured (issue 7).
 
 A research harness, not part of the product: each VARIANT is a scratch Flax model registered
 under `jaxdl.models.MODELS` for this process only and trained by the unchanged
@@ -38,7 +38,7 @@ from jaxdl.config import TrainConfig
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "results" / "arch_gap"
 REPORT = {
-    "221": {"cnn": [25.79, 15.92, 15.19, 19.48]},
+    "221": {"mlp": [20.34, 19.06, 19.98, 19.19], "cnn": [25.79, 15.92, 15.19, 19.48]},
     "231": {"cnn": [16.61, 16.85, 16.45, 16.1, 15.88], "sia": [12.77, 15.25, 13.08, 13.8, 14.41]},
 }
 EPOCHS = {"221": [5, 25, 50, 80], "231": [6, 10, 15, 35, 45]}
@@ -134,7 +134,22 @@ def _f(**kw: Any) -> tuple[tuple[str, Any], ...]:
     return tuple(kw.items())
 
 
+def _mlp(hidden: tuple[int, ...], fixed_dropout: float | None = None) -> Callable[..., nn.Module]:
+    """jaxdl's `mlp` with other hidden sizes (and a fixed dropout rate, if given)."""
+
+    def make(dropout: float = 0.4, batchnorm: bool = True) -> nn.Module:
+        rate = dropout if fixed_dropout is None else fixed_dropout
+        return M.MLP(hidden=hidden, dropout=rate, batchnorm=batchnorm)
+
+    return make
+
+
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
+    "mlp_base": _mlp((128, 64)),
+    "mlp_h512": _mlp((512, 256)),
+    "mlp_h256x3": _mlp((256, 128, 64)),
+    "mlp_h64": _mlp((64, 32)),
+    "mlp_d06": _mlp((128, 64), fixed_dropout=0.6),
     "cnn_base": CNNv,
     "cnn_raw": functools.partial(CNNv, scale="raw"),
     "cnn_k5": functools.partial(CNNv, feat=_f(k=5)),
@@ -198,7 +213,7 @@ def table() -> str:
             + " | <= report |",
             "|---|---|---|" + "---|" * len(epochs) + "---|",
         ]
-        for fam in ("cnn", "sia"):
+        for fam in ("mlp", "cnn", "sia"):
             if fam not in REPORT[recipe]:
                 continue
             rep = REPORT[recipe][fam]

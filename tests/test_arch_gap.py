@@ -15,7 +15,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import arch_gap  # noqa: E402  (scripts/ is not a package)
 
 
-@pytest.mark.parametrize("name", ["cnn_k5c64", "sia_c64bn10", "sia_bn10_drophead"])
+@pytest.mark.parametrize(
+    "name", ["mlp_h512", "mlp_d06", "cnn_k5c64", "sia_c64bn10", "sia_bn10_drophead"]
+)
 def test_variant_gives_one_logit_per_pair(name: str) -> None:
     model = arch_gap.VARIANTS[name](dropout=0.4, batchnorm=True)  # as jaxdl.train.build calls it
     x = jax.random.uniform(jax.random.PRNGKey(0), (4, 2, 14, 14), maxval=255.0)
@@ -33,6 +35,7 @@ def test_table_lists_every_committed_result() -> None:
         pytest.skip("no results in docs/results/arch_gap")
     text = arch_gap.table()
     assert "| **report cnn** |" in text and "| **report sia** |" in text
+    assert "| **report mlp** |" in text
     for path in files:
         name = path.stem.rsplit("_", 2)[0]
         assert f"| {name} |" in text, name
