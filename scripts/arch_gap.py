@@ -8,6 +8,7 @@ docs/RESULTS.md ("Why cnn and siamese trail the report").
 
     python scripts/arch_gap.py run sia_c64bn10 231 --runs 10     # appends one line per run
     python scripts/arch_gap.py table                              # Markdown table of every file
+    python scripts/arch_gap.py offset     # 2.3.1's rows read at epochs e - 1, e, e + 1 (cache)
 
 RECIPE 221: Adam 1e-3 constant, no weight decay, 80 epochs (section 2.2.1: rows 5/25/50/80);
 RECIPE 231: Adam 1e-3 + L2 0.01, SGDR (T_0 = 5, per epoch), 45 epochs (2.3.1: 6/10/15/35/45).
@@ -230,6 +231,35 @@ def table() -> str:
     return "\n".join(lines)
 
 
+def offset(results: Path = OUT.parent) -> str:
+    """The report's 2.3.1 rows beside the cached `arch` runs at epochs e - 1, e and e + 1.
+
+    Tests the reading that the report's epoch e is the state after e - 1 epochs (its epoch 6
+    would then be the end of SGDR's first cycle). Reads reproduce_report's committed cache.
+    """
+    from jaxdl import experiments as ex
+
+    plan = ex.make_plan(ex.Scale(), sections=("arch",))
+    lines = [
+        "| Model | Epoch e | report train / test | at e - 1 | at e | at e + 1 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for cell in plan.cells:
+        if not cell.name.startswith("s231"):
+            continue
+        runs = ex.cached_runs(cell.config, results / "cache")  # trains what is missing
+        tr = np.array([r["train_error"] for r in runs]) * 100
+        te = np.array([r["test_error"] for r in runs]) * 100
+        model = cell.config.model
+        for e in (6, 10, 15, 35, 45):
+            rep = ex.REPORT_231[(model, e)]
+            at = [
+                f"{tr[:, k - 1].mean():.2f} / {te[:, k - 1].mean():.2f}" for k in (e - 1, e, e + 1)
+            ]
+            lines.append(f"| {cell.name} | {e} | {rep[0]} / {rep[1]} | " + " | ".join(at) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -241,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--first-seed", type=int, default=0)
     r.add_argument("--sgdr-per-step", action="store_true")
     sub.add_parser("table", help="print the Markdown table of every result file")
+    sub.add_parser("offset", help="2.3.1's rows at epochs e - 1, e, e + 1 of the cached arch runs")
     args = p.parse_args(argv)
     if args.cmd == "run":
         run(
@@ -251,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.first_seed,
             args.sgdr_per_step,
         )
+    elif args.cmd == "offset":
+        print(offset())
     else:
         print(table())
     return 0

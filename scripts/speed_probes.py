@@ -6,6 +6,7 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python scripts/speed_probes.py devices
     python scripts/speed_probes.py conv-grad im2col   # step and run with jaxdl's conv gradient
     python scripts/speed_probes.py conv-grad xla      # ... with XLA's own (before issue 6's change)
+    python scripts/speed_probes.py input-grad          # step: input gradient as padded taps vs adds
     python scripts/speed_probes.py batch-split [xla]  # one run, each batch split over 2 devices
     python scripts/speed_probes.py two-runs [xla]     # two runs one by one, then one per device
 
@@ -123,6 +124,51 @@ def conv_grad(which: str) -> None:
     print(f"{which} gradient: three more runs {', '.join(runs)} s")
 
 
+def _input_grad_by_taps(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    # jaxdl's conv3x3 backward with the input gradient's nine taps padded into place and
+    # summed (one fused loop) instead of nine in-place `.at[].add` updates.
+    patches, kernel, (n, h, w, c) = res
+    g2 = g.reshape(n * h * w, -1)
+    dkernel = (patches.T @ g2).reshape(kernel.shape)
+    dpatches = (g2 @ kernel.reshape(9 * c, -1).T).reshape(n, h, w, 9 * c)
+    taps = [
+        jnp.pad(dpatches[..., k * c : (k + 1) * c], ((0, 0), (i, 2 - i), (j, 2 - j), (0, 0)))
+        for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3))
+    ]
+    return sum(taps[1:], taps[0])[:, 1:-1, 1:-1], dkernel
+
+
+def input_grad(rounds: int = 5) -> None:
+    """A siamese_aux step with the conv input gradient as nine in-place adds (jaxdl's) and
+    as nine padded taps summed, interleaved in one process: `rounds` x 150 steps each."""
+    variants = {}
+    for name, bwd in (("adds", models._conv3x3_im2col_bwd), ("taps", _input_grad_by_taps)):
+        f = jax.custom_vjp(models._conv3x3_xla)
+        f.defvjp(models._conv3x3_im2col_fwd, bwd)
+        variants[name] = f
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    tr, _ = train.load_pairs(cfg, 0)
+    idx = train.epoch_batches(jax.random.PRNGKey(1), cfg.nb, cfg.batch_size)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, f in variants.items():
+            models._conv3x3_im2col = f  # looked up by conv3x3 at trace time
+            jax.clear_caches()
+            train._build.cache_clear()
+            model, tx = train.build(cfg)
+            holder = [train.create_train_state(model, tx, jax.random.PRNGKey(0))]
+
+            def step(holder: list = holder) -> Any:
+                holder[0], _ = train.train_batch(holder[0], tr, idx, 0, aux_weight=0.8, shift=0)
+                return holder[0]
+
+            times[name].append(benchmark.time_calls(step, 150, warmup=5).median * 1e3)
+    for name, ms in times.items():
+        cells = " ".join(f"{t:.2f}" for t in ms)
+        median = sorted(ms)[len(ms) // 2]
+        print(f"input gradient as {name}: step medians {cells} ms (median {median:.2f})")
+
+
 def _two_cpu_devices() -> list[jax.Device]:
     if jax.device_count() < 2:
         sys.exit("needs XLA_FLAGS=--xla_force_host_platform_device_count=2 (set by main)")
@@ -227,7 +273,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     two_device_probes = {"batch-split": batch_split, "two-runs": two_runs}
     p.add_argument(
-        "probe", choices=["conv-forms", "slice-step", "devices", "conv-grad", *two_device_probes]
+        "probe",
+        choices=[
+            "conv-forms",
+            "slice-step",
+            "devices",
+            "conv-grad",
+            "input-grad",
+            *two_device_probes,
+        ],
     )
     p.add_argument("which", nargs="?", choices=["im2col", "xla"], default="im2col")
     args = p.parse_args(argv)
@@ -235,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         models.conv3x3 = models._conv3x3_xla
     if args.probe == "conv-grad":
         conv_grad(args.which)
+    elif args.probe == "input-grad":
+        input_grad()
     elif args.probe in two_device_probes:
         two_device_probes[args.probe]()
     else:
