@@ -178,6 +178,8 @@ def environment() -> dict[str, Any]:
             "numpy": np.__version__,
         },
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        # Unset unless JAX_COMPILATION_CACHE_DIR is: the benchmark's compile times are cold.
+        "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
     }
 
 

@@ -76,4 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxdl import compile_cache
+
+    compile_cache.enable()  # compile once per machine, not per process (JAXDL_COMPILE_CACHE=off)
     sys.exit(main())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,8 @@ def test_json_is_strict_and_names_the_machine(record: tuple[dict[str, Any], str]
     for key in ("date", "cpu_count", "jax_devices", "torch_device", "versions", "jax_backend"):
         assert env[key], key
     assert {"jax", "jaxlib", "flax", "optax", "torch"} <= set(env["versions"])
+    # The script leaves JAX's persistent cache off: its compile times are cold compiles.
+    assert env["compilation_cache_dir"] == os.environ.get("JAX_COMPILATION_CACHE_DIR")
     assert data["command"][0] == "scripts/benchmark.py"
     assert data["matmul"]["gflops"] > 0
 
