@@ -23,6 +23,7 @@ from jaxdl.checkpoint import CheckpointError, FlagMismatch
 from jaxdl.config import (
     HEAD_INPUT_MODELS,
     HEAD_INPUTS,
+    KERNEL_SIZES,
     MODEL_NAMES,
     OPTIMIZERS,
     SCHEDULES,
@@ -173,6 +174,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="conv channels (WIDTH, 2*WIDTH), every model but mlp (default: %(default)s)",
     )
     p.add_argument(
+        "--kernel-size",
+        type=int,
+        choices=KERNEL_SIZES,
+        default=d.kernel_size,
+        help="conv kernels KxK (padding K//2), every model but mlp (default: %(default)s)",
+    )
+    p.add_argument(
         "--head-input",
         choices=HEAD_INPUTS,
         default=d.head_input,
@@ -249,6 +257,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --depth: only siamese_exact has a configurable depth")
     if args.width != DEFAULTS.width and not set(args.model) <= set(WIDTH_MODELS):
         parser.error("argument --width: mlp has no convolutions; leave it out of --model")
+    if args.kernel_size != DEFAULTS.kernel_size and not set(args.model) <= set(WIDTH_MODELS):
+        parser.error("argument --kernel-size: mlp has no convolutions; leave it out of --model")
     if args.head_input != DEFAULTS.head_input and not set(args.model) <= set(HEAD_INPUT_MODELS):
         parser.error("argument --head-input: only siamese and siamese_aux have a learned head")
     if args.resume and args.checkpoint_dir is None:
@@ -307,6 +317,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             batchnorm=args.batchnorm,
             depth=args.depth,
             width=args.width,
+            kernel_size=args.kernel_size,
             head_input=args.head_input,
             shift=args.shift,
             repair=args.repair,

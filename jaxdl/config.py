@@ -24,8 +24,11 @@ SCHEDULES = ("constant", "cosine", "sgdr")
 # What the learned head of siamese / siamese_aux sees of each digit's 10 branch outputs: their
 # softmax (the default), the raw logits, or BatchNorm + ReLU of them (docs/RESULTS.md).
 HEAD_INPUTS = ("softmax", "logits", "bnrelu")
-# The models whose conv features take `width` (conv channels width, 2 * width).
+# The models whose conv features take `width` (conv channels width, 2 * width) and
+# `kernel_size`.
 WIDTH_MODELS = ("cnn", "siamese", "cnn_aux", "siamese_aux", "siamese_exact")
+# Conv kernel sizes the CLI offers (odd, so that padding k // 2 keeps 14x14 -> 14x14).
+KERNEL_SIZES = (3, 5, 7)
 # The models with a learned head on the two digits' branch outputs (they take `head_input`).
 HEAD_INPUT_MODELS = ("siamese", "siamese_aux")
 
@@ -54,6 +57,7 @@ class TrainConfig:
     batchnorm: bool = True  # False: the report's "batchnorm disabled" ablation (no BN layers)
     depth: int = 1  # conv layers per block of siamese_exact's branch (deeper branches)
     width: int = 32  # conv channels (width, 2 * width) of every model but mlp
+    kernel_size: int = 3  # conv kernels k x k (odd; padding k // 2) of every model but mlp
     head_input: str = "softmax"  # siamese / siamese_aux head input, one of HEAD_INPUTS
     # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
     # training digit shifted by up to `shift` pixels each step; the training digits re-paired
@@ -80,7 +84,7 @@ class TrainConfig:
         defaults = TrainConfig()
         return {
             k: getattr(self, k)
-            for k in ("depth", "width", "head_input")
+            for k in ("depth", "width", "kernel_size", "head_input")
             if getattr(self, k) != getattr(defaults, k)
         }
 

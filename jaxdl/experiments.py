@@ -83,7 +83,7 @@ REPORT_33: dict[str, tuple[float, float]] = {
 # the report's rows again with the architecture options (`arch`).
 SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221", "arch")
 # `arch`: the options that closed most of the gap in scripts/arch_gap.py (docs/RESULTS.md).
-ARCH_CNN = {"width": 64}
+ARCH_CNN = {"width": 64, "kernel_size": 5}
 ARCH_SIAMESE = {"width": 64, "head_input": "bnrelu"}
 
 
@@ -369,8 +369,8 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
             legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
             curve = curves.replace(epochs=scale.curve_epochs)
             cells += [
-                Cell("arch", "s221 cnn width 64", legacy.replace(model="cnn", **ARCH_CNN)),
-                Cell("arch", "s231 cnn width 64", curve.replace(model="cnn", **ARCH_CNN)),
+                Cell("arch", "s221 cnn width 64 k5", legacy.replace(model="cnn", **ARCH_CNN)),
+                Cell("arch", "s231 cnn width 64 k5", curve.replace(model="cnn", **ARCH_CNN)),
                 Cell(
                     "arch",
                     "s231 siamese width 64 bnrelu",
@@ -784,11 +784,11 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
         )
     if "arch" in sections:
         md.append("## The report's rows with the architecture options\n")
-        cnn, sia = "--width 64", "--width 64 --head-input bnrelu"
-        rows = [(f"cnn {cnn}", "arch/s221 cnn width 64", "cnn", 0.4)]
+        cnn, sia = "--width 64 --kernel-size 5", "--width 64 --head-input bnrelu"
+        rows = [(f"cnn {cnn}", "arch/s221 cnn width 64 k5", "cnn", 0.4)]
         md.append(table_221(runs, scale.s221_epochs, rows) + "\n")
         rows_231 = [
-            (f"Legacy CNN (cnn {cnn})", "arch/s231 cnn width 64", "cnn"),
+            (f"Legacy CNN (cnn {cnn})", "arch/s231 cnn width 64 k5", "cnn"),
             (f"Weight Sharing (siamese {sia})", "arch/s231 siamese width 64 bnrelu", "siamese"),
         ]
         md.append(table_231(runs, scale.curve_epochs, rows_231) + "\n")
@@ -796,7 +796,7 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
             "arch_s231",
             [
                 "s231/cnn",
-                "arch/s231 cnn width 64",
+                "arch/s231 cnn width 64 k5",
                 "s231/siamese",
                 "arch/s231 siamese width 64 bnrelu",
             ],

@@ -132,25 +132,37 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_im2col, default=_conv3x3_xla)
 
 
+def _conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """k x k (k odd), stride 1, padding k // 2 in NHWC/HWIO: XLA's convolution and gradient."""
+    p = kernel.shape[0] // 2
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=NHWC)
+
+
 class Conv3x3(nn.Module):
-    """torch `Conv2d(in, out, 3, padding=1)`: `nn.Conv`'s parameters (names, shapes, initial
-    draws) and forward, with `conv3x3`'s gradient."""
+    """torch `Conv2d(in, out, k, padding=k // 2)` for odd k (3 by default): `nn.Conv`'s
+    parameters (names, shapes, initial draws) and forward; 3x3 kernels take `conv3x3`'s
+    gradient, other sizes (the `kernel_size` option) XLA's."""
 
     features: int
     in_channels: int
+    kernel_size: int = 3
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        shape = (3, 3, x.shape[-1], self.features)
+        k = self.kernel_size
+        shape = (k, k, x.shape[-1], self.features)
         kernel = self.param("kernel", _torch_kernel_init, shape)
-        bias = self.param("bias", _torch_bias_init(self.in_channels * 9), (self.features,))
+        bias = self.param("bias", _torch_bias_init(self.in_channels * k * k), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-        return conv3x3(x, kernel) + bias.reshape(1, 1, 1, -1)
+        conv = conv3x3 if k == 3 else _conv_same_xla
+        return conv(x, kernel) + bias.reshape(1, 1, 1, -1)
 
 
-def _conv(features: int, in_channels: int, name: str) -> Conv3x3:
-    # 3x3, stride 1, padding 1 (torch `Conv2d(in, out, 3, padding=1)`): spatial size kept.
-    return Conv3x3(features, in_channels, name=name)
+def _conv(features: int, in_channels: int, name: str, kernel_size: int = 3) -> Conv3x3:
+    # k x k, stride 1, padding k // 2 (torch `Conv2d(in, out, k, padding=k // 2)`): size kept.
+    if kernel_size % 2 != 1 or kernel_size < 1:
+        raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
+    return Conv3x3(features, in_channels, kernel_size, name=name)
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
@@ -247,15 +259,17 @@ class ConvFeatures(nn.Module):
     channels: tuple[int, int] = (32, 64)
     hidden: int = 100
     batchnorm: bool = True
-    depth: int = 1  # 3x3 conv-BN-ReLU layers per block (extra ones named conv{k}_{i}, bn{k}_{i})
+    depth: int = 1  # conv-BN-ReLU layers per block (extra ones named conv{k}_{i}, bn{k}_{i})
+    kernel_size: int = 3  # every conv: k x k, padding k // 2
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         bn = functools.partial(_norm, self.batchnorm, train)
+        conv = functools.partial(_conv, kernel_size=self.kernel_size)
         for k, c in enumerate(self.channels, start=1):
-            x = nn.relu(bn(f"bn{k}")(_conv(c, x.shape[-1], f"conv{k}")(x)))
+            x = nn.relu(bn(f"bn{k}")(conv(c, x.shape[-1], f"conv{k}")(x)))
             for i in range(2, self.depth + 1):
-                x = nn.relu(bn(f"bn{k}_{i}")(_conv(c, c, f"conv{k}_{i}")(x)))
+                x = nn.relu(bn(f"bn{k}_{i}")(conv(c, c, f"conv{k}_{i}")(x)))
             x = _max_pool(x)
         x = x.reshape(x.shape[0], -1)  # (N, 3*3*c2) in (H, W, C) order
         x = _dense(self.hidden, x.shape[-1], "fc1")(x)
@@ -272,12 +286,16 @@ class CNN(nn.Module):
     dropout: float = 0.4
     batchnorm: bool = True
     width: int = 32  # conv channels (width, 2 * width)
+    kernel_size: int = 3  # conv kernels k x k
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.transpose(normalize(x), (0, 2, 3, 1))  # NCHW -> NHWC
         channels = (self.width, 2 * self.width)
-        h = ConvFeatures(channels, batchnorm=self.batchnorm, name="features")(x, train)
+        features = ConvFeatures(
+            channels, batchnorm=self.batchnorm, kernel_size=self.kernel_size, name="features"
+        )
+        h = features(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
         logit = _dense(1, h.shape[-1], "fc_out")(h)[:, 0]
         if not self.aux:
@@ -293,12 +311,17 @@ class DigitBranch(nn.Module):
     batchnorm: bool = True
     depth: int = 1
     width: int = 32  # conv channels (width, 2 * width)
+    kernel_size: int = 3  # conv kernels k x k
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         channels = (self.width, 2 * self.width)
         features = ConvFeatures(
-            channels, batchnorm=self.batchnorm, depth=self.depth, name="features"
+            channels,
+            batchnorm=self.batchnorm,
+            depth=self.depth,
+            kernel_size=self.kernel_size,
+            name="features",
         )
         h = features(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -326,13 +349,20 @@ class Siamese(nn.Module):
     head_input: str = "softmax"
     batchnorm: bool = True
     width: int = 32  # conv channels (width, 2 * width)
+    kernel_size: int = 3  # conv kernels k x k
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         b = x.shape[0]
         # (B, 2, 14, 14) -> (2B, 14, 14, 1): digits of a pair stay adjacent, no transpose needed.
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        branch = DigitBranch(self.dropout, self.batchnorm, width=self.width, name="branch")
+        branch = DigitBranch(
+            self.dropout,
+            self.batchnorm,
+            width=self.width,
+            kernel_size=self.kernel_size,
+            name="branch",
+        )
         d = branch(digits, train)  # (2B, 10)
         h = self._head_input(d, train).reshape(b, 20)
         h = _dense(self.head_hidden, 20, "head_fc1")(h)
@@ -380,12 +410,15 @@ class SiameseExact(nn.Module):
     batchnorm: bool = True
     depth: int = 1  # deeper branches: conv layers per block (see ConvFeatures)
     width: int = 32  # conv channels (width, 2 * width)
+    kernel_size: int = 3  # conv kernels k x k
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         b = x.shape[0]
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
-        branch = DigitBranch(self.dropout, self.batchnorm, self.depth, self.width, name="branch")
+        branch = DigitBranch(
+            self.dropout, self.batchnorm, self.depth, self.width, self.kernel_size, name="branch"
+        )
         d = branch(digits, train).reshape(b, 2, 10)
         return comparison_logit(d[:, 0], d[:, 1]), d
 

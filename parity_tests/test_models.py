@@ -20,10 +20,12 @@ MODEL_NAMES = list(models.MODELS)
 BATCH = 8
 MOMENTUM = 0.1  # torch's BatchNorm momentum; Flax's is 1 - 0.1
 # (model, architecture hparams): every registered model as built by default, and the options
-# found by scripts/arch_gap.py: conv width (64/128 for cnn; 16/32 elsewhere keeps the suite fast)
+# found by scripts/arch_gap.py: conv width (64/128 for cnn; 16/32 elsewhere keeps the suite fast),
+# 5x5 kernels (XLA's convolution gradient: only 3x3 kernels take jaxdl's im2col one)
 # and the Siamese head input ("bnrelu" adds the branch_bn layer).
 CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in MODEL_NAMES] + [
     ("cnn", {"width": 64}),
+    ("cnn", {"width": 16, "kernel_size": 5}),
     ("siamese", {"head_input": "bnrelu", "width": 16}),
     ("siamese_aux", {"head_input": "logits"}),
 ]

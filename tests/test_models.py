@@ -29,6 +29,8 @@ VARIANTS = [
     ("siamese_aux", {"head_input": "logits"}, 79_455),  # the input changes, not the layers
     ("siamese_aux", {"head_input": "bnrelu"}, 79_475),
     ("siamese_exact", {"width": 16}, 35_006),
+    ("cnn", {"width": 64, "kernel_size": 5}, 324_177),  # scripts/arch_gap.py's cnn_k5c64
+    ("siamese_exact", {"width": 16, "kernel_size": 5}, 43_454),
 ]
 CASES = [(name, {}, count) for name, count in PARAM_COUNTS.items()] + VARIANTS
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw, _ in CASES]
@@ -155,6 +157,8 @@ def test_mlp_has_no_width_and_only_siamese_heads_have_head_input():
 def test_default_options_build_the_default_models():
     assert config.TrainConfig().model_hparams() == {}
     assert config.TrainConfig(width=64, depth=2).model_hparams() == {"depth": 2, "width": 64}
+    assert config.TrainConfig(kernel_size=5).model_hparams() == {"kernel_size": 5}
+    assert models.CNN.kernel_size == tmodels_default_kernel() == config.TrainConfig.kernel_size
     assert config.HEAD_INPUTS[0] == models.Siamese.head_input == "softmax"
     assert models.CNN.width == config.TrainConfig.width == 32
     default = train.build(config.TrainConfig(model="siamese"))[0]
@@ -205,16 +209,29 @@ def test_conv3x3_gradient_under_vmap_is_each_members_gradient():
             np.testing.assert_allclose(a[r], b, rtol=1e-5, atol=1e-5)
 
 
-def test_conv3x3_module_is_nn_conv_with_the_same_parameters():
+@pytest.mark.parametrize("k", [3, 5])
+def test_conv_module_is_nn_conv_with_the_same_parameters(k):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 14, 14, 3))
-    ours = models.Conv3x3(8, 3)
+    ours = models.Conv3x3(8, 3, kernel_size=k)
     flax_conv = flax.linen.Conv(
         8,
-        (3, 3),
-        padding=((1, 1), (1, 1)),
+        (k, k),
+        padding=((k // 2, k // 2), (k // 2, k // 2)),
         kernel_init=models._torch_kernel_init,
-        bias_init=models._torch_bias_init(27),
+        bias_init=models._torch_bias_init(3 * k * k),
     )
     v_ours, v_flax = ours.init(jax.random.PRNGKey(5), x), flax_conv.init(jax.random.PRNGKey(5), x)
     jax.tree.map(np.testing.assert_array_equal, v_ours, v_flax)  # same names, shapes, draws
     np.testing.assert_array_equal(ours.apply(v_ours, x), flax_conv.apply(v_flax, x))
+
+
+def test_even_kernel_sizes_are_refused_by_both_frameworks():
+    x = jnp.zeros((1, 2, 14, 14))
+    with pytest.raises(ValueError, match="kernel_size must be an odd positive integer, got 4"):
+        models.create_model("cnn", kernel_size=4).init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="kernel_size must be an odd positive integer, got 4"):
+        tmodels.create_model("cnn", kernel_size=4)
+
+
+def tmodels_default_kernel() -> int:
+    return tmodels.ConvFeatures(1).conv1.kernel_size[0]

@@ -70,7 +70,7 @@ class MLP(nn.Module):
 
 
 class ConvFeatures(nn.Module):
-    """Two conv blocks (3x3 conv, BN, ReLU, 2x2 max pool) and a Linear-BN-ReLU layer.
+    """Two conv blocks (k x k conv, BN, ReLU, 2x2 max pool) and a Linear-BN-ReLU layer.
 
     Input NCHW (N, C, 14, 14); output (N, hidden).
     """
@@ -82,19 +82,23 @@ class ConvFeatures(nn.Module):
         hidden: int = 100,
         batchnorm: bool = True,
         depth: int = 1,
+        kernel_size: int = 3,
     ):
         super().__init__()
+        if kernel_size % 2 != 1 or kernel_size < 1:
+            raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
         c1, c2 = channels
+        k, p = kernel_size, kernel_size // 2  # "same" convolutions: the spatial size is kept
         self.depth = depth
-        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=k, padding=p)
         self.bn1 = _norm(batchnorm, nn.BatchNorm2d, c1)
-        self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(c1, c2, kernel_size=k, padding=p)
         self.bn2 = _norm(batchnorm, nn.BatchNorm2d, c2)
-        # Deeper branches (jaxdl's ConvFeatures.depth): extra 3x3 convs before each pool.
-        for k, c in ((1, c1), (2, c2)):
+        # Deeper branches (jaxdl's ConvFeatures.depth): extra convs before each pool.
+        for j, c in ((1, c1), (2, c2)):
             for i in range(2, depth + 1):
-                setattr(self, f"conv{k}_{i}", nn.Conv2d(c, c, kernel_size=3, padding=1))
-                setattr(self, f"bn{k}_{i}", _norm(batchnorm, nn.BatchNorm2d, c))
+                setattr(self, f"conv{j}_{i}", nn.Conv2d(c, c, kernel_size=k, padding=p))
+                setattr(self, f"bn{j}_{i}", _norm(batchnorm, nn.BatchNorm2d, c))
         self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
         self.bn3 = _norm(batchnorm, nn.BatchNorm1d, hidden)
 
@@ -115,11 +119,18 @@ class CNN(nn.Module):
     """
 
     def __init__(
-        self, aux: bool = False, dropout: float = 0.4, batchnorm: bool = True, width: int = 32
+        self,
+        aux: bool = False,
+        dropout: float = 0.4,
+        batchnorm: bool = True,
+        width: int = 32,
+        kernel_size: int = 3,
     ):
         super().__init__()
         self.aux = aux
-        self.features = ConvFeatures(2, (width, 2 * width), batchnorm=batchnorm)
+        self.features = ConvFeatures(
+            2, (width, 2 * width), batchnorm=batchnorm, kernel_size=kernel_size
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 1)
         if aux:
@@ -137,10 +148,18 @@ class DigitBranch(nn.Module):
     """One digit (N, 1, 14, 14) to 10 digit logits: ConvFeatures, dropout, Linear(10)."""
 
     def __init__(
-        self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1, width: int = 32
+        self,
+        dropout: float = 0.4,
+        batchnorm: bool = True,
+        depth: int = 1,
+        width: int = 32,
+        kernel_size: int = 3,
     ):
         super().__init__()
-        self.features = ConvFeatures(1, (width, 2 * width), batchnorm=batchnorm, depth=depth)
+        channels = (width, 2 * width)
+        self.features = ConvFeatures(
+            1, channels, batchnorm=batchnorm, depth=depth, kernel_size=kernel_size
+        )
         self.dropout = nn.Dropout(dropout)
         self.fc_out = nn.Linear(100, 10)
 
@@ -165,6 +184,7 @@ class Siamese(nn.Module):
         head_input: str = "softmax",
         batchnorm: bool = True,
         width: int = 32,
+        kernel_size: int = 3,
     ):
         super().__init__()
         if head_input not in HEAD_INPUTS:
@@ -172,7 +192,7 @@ class Siamese(nn.Module):
             raise ValueError(f"unknown head_input {head_input!r}; choose from {choices}")
         self.aux = aux
         self.head_input = head_input
-        self.branch = DigitBranch(dropout, batchnorm, width=width)
+        self.branch = DigitBranch(dropout, batchnorm, width=width, kernel_size=kernel_size)
         if head_input == "bnrelu":
             self.branch_bn = _norm(batchnorm, nn.BatchNorm1d, 10)
         self.head_fc1 = nn.Linear(20, head_hidden)
@@ -214,10 +234,15 @@ class SiameseExact(nn.Module):
     """The Siamese branch with no learned head: the comparison is exactly P(digit a <= digit b)."""
 
     def __init__(
-        self, dropout: float = 0.4, batchnorm: bool = True, depth: int = 1, width: int = 32
+        self,
+        dropout: float = 0.4,
+        batchnorm: bool = True,
+        depth: int = 1,
+        width: int = 32,
+        kernel_size: int = 3,
     ):
         super().__init__()
-        self.branch = DigitBranch(dropout, batchnorm, depth, width)
+        self.branch = DigitBranch(dropout, batchnorm, depth, width, kernel_size)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
