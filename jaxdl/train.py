@@ -106,6 +106,7 @@ def build(config: TrainConfig) -> tuple[nn.Module, optax.GradientTransformation]
         batchnorm=config.batchnorm,
         depth=config.depth,
         width=config.width,
+        kernel_size=config.kernel_size,
         head_input=config.head_input,
     )
 
@@ -123,13 +124,15 @@ def _build(
     batchnorm: bool = True,
     depth: int = 1,
     width: int = 32,
+    kernel_size: int = 3,
     head_input: str = "softmax",
 ) -> tuple[nn.Module, optax.GradientTransformation]:
     lr_schedule = schedules.make_schedule(
         schedule, lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
     # The architecture options only where asked: the models without them do not take them.
-    arch = TrainConfig(depth=depth, width=width, head_input=head_input).model_hparams()
+    options = {"depth": depth, "width": width, "kernel_size": kernel_size, "head_input": head_input}
+    arch = TrainConfig(**options).model_hparams()
     return (
         models.create_model(model, dropout=dropout, batchnorm=batchnorm, **arch),
         make_optimizer(optimizer, lr_schedule, weight_decay),

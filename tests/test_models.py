@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import torch_reference.models as tmodels
+import torch_reference.train as ttrain
 from jaxdl import config, models, train
 
 # Pinned: a change here is a change of architecture, in both packages at once.
@@ -158,6 +159,13 @@ def test_default_options_build_the_default_models():
     assert config.TrainConfig().model_hparams() == {}
     assert config.TrainConfig(width=64, depth=2).model_hparams() == {"depth": 2, "width": 64}
     assert config.TrainConfig(kernel_size=5).model_hparams() == {"kernel_size": 5}
+    # Every option reaches the model that training builds (train.build and torch's build).
+    options = {"width": 16, "kernel_size": 5, "head_input": "bnrelu"}
+    built = train.build(config.TrainConfig(model="siamese", **options))[0]
+    assert built == models.create_model("siamese", **options)
+    torch_built = ttrain.create_model(config.TrainConfig(model="siamese", **options))
+    assert torch_built.branch.features.conv2.kernel_size == (5, 5)
+    assert torch_built.branch.features.conv2.out_channels == 32
     assert models.CNN.kernel_size == tmodels_default_kernel() == config.TrainConfig.kernel_size
     assert config.HEAD_INPUTS[0] == models.Siamese.head_input == "softmax"
     assert models.CNN.width == config.TrainConfig.width == 32
