@@ -82,66 +82,68 @@ def _dense(features: int, fan_in: int, name: str) -> nn.Dense:
 NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def _conv3x3_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """3x3, stride 1, padding 1 in NHWC/HWIO: what `nn.Conv` computes (before its bias)."""
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=NHWC)
+def _conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """k x k (k odd), stride 1, padding k // 2 in NHWC/HWIO: what `nn.Conv` computes (before
+    its bias)."""
+    p = kernel.shape[0] // 2
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=NHWC)
 
 
-def _patches3x3(x: jax.Array) -> jax.Array:
-    """(N, H, W, C) -> (N, H, W, 9 C): each pixel's padded 3x3 neighbourhood, in HWIO order."""
-    h, w = x.shape[1], x.shape[2]
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    return jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(3) for j in range(3)], -1)
+def _patches(x: jax.Array, k: int) -> jax.Array:
+    """(N, H, W, C) -> (N, H, W, k k C): each pixel's padded k x k neighbourhood, in HWIO order."""
+    h, w, p = x.shape[1], x.shape[2], k // 2
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    return jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(k) for j in range(k)], -1)
 
 
 # On XLA:CPU the training step of the conv models is bound by the convolutions' gradients
 # (issue 6): XLA:CPU runs the backward convolutions at a fraction of its matmul rate. Under
 # differentiation this VJP computes the convolution as im2col matmuls instead (patches (N H W,
-# 9 C) @ kernel (9 C, C_out); the kernel's gradient patches^T @ g; the input's gradient
-# g @ kernel^T folded back by nine shifted adds), the same function up to float rounding.
+# k k C) @ kernel (k k C, C_out); the kernel's gradient patches^T @ g; the input's gradient
+# g @ kernel^T folded back by k k shifted adds), the same function up to float rounding.
 # Outside differentiation (evaluation) it is XLA's convolution, exactly `nn.Conv`'s. Other
 # backends keep XLA's own convolution and its gradient (cuDNN on the GPU is faster than this).
 @jax.custom_vjp
-def _conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return _conv3x3_xla(x, kernel)
+def _conv_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return _conv_same_xla(x, kernel)
 
 
-def _conv3x3_im2col_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
+def _conv_im2col_fwd(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, tuple]:
     n, h, w, _ = x.shape
-    patches = _patches3x3(x).reshape(n * h * w, -1)
+    patches = _patches(x, kernel.shape[0]).reshape(n * h * w, -1)
     y = patches @ kernel.reshape(patches.shape[-1], -1)
     return y.reshape(n, h, w, -1), (patches, kernel, x.shape)
 
 
-def _conv3x3_im2col_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
+def _conv_im2col_bwd(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
     patches, kernel, (n, h, w, c) = res
+    k = kernel.shape[0]
+    p = k // 2
     g2 = g.reshape(n * h * w, -1)
     dkernel = (patches.T @ g2).reshape(kernel.shape)
-    dpatches = (g2 @ kernel.reshape(9 * c, -1).T).reshape(n, h, w, 9 * c)
-    dxp = jnp.zeros((n, h + 2, w + 2, c), g.dtype)
-    for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-        dxp = dxp.at[:, i : i + h, j : j + w].add(dpatches[..., k * c : (k + 1) * c])
-    return dxp[:, 1:-1, 1:-1], dkernel
+    dpatches = (g2 @ kernel.reshape(k * k * c, -1).T).reshape(n, h, w, k * k * c)
+    dxp = jnp.zeros((n, h + 2 * p, w + 2 * p, c), g.dtype)
+    for t, (i, j) in enumerate((i, j) for i in range(k) for j in range(k)):
+        dxp = dxp.at[:, i : i + h, j : j + w].add(dpatches[..., t * c : (t + 1) * c])
+    return dxp[:, p : p + h, p : p + w], dkernel
 
 
-_conv3x3_im2col.defvjp(_conv3x3_im2col_fwd, _conv3x3_im2col_bwd)
+_conv_im2col.defvjp(_conv_im2col_fwd, _conv_im2col_bwd)
 
 
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A 3x3 same-padding convolution (NHWC, HWIO kernel), its gradient fast on every backend."""
-    return jax.lax.platform_dependent(x, kernel, cpu=_conv3x3_im2col, default=_conv3x3_xla)
+def conv_same(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A k x k same-padding convolution (k odd; NHWC, HWIO kernel), its gradient fast on every
+    backend: im2col on the CPU for 3x3 kernels only. For 5x5 the patches are 25 C wide and
+    XLA's own gradient was faster (`cnn --width 64 --kernel-size 5`, 10-epoch runs 7.5-7.9 s
+    against 8.7-9.2 s with im2col: `python scripts/speed_probes.py k5-grad xla|im2col`)."""
+    if kernel.shape[0] != 3:
+        return _conv_same_xla(x, kernel)
+    return jax.lax.platform_dependent(x, kernel, cpu=_conv_im2col, default=_conv_same_xla)
 
 
-def _conv_same_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """k x k (k odd), stride 1, padding k // 2 in NHWC/HWIO: XLA's convolution and gradient."""
-    p = kernel.shape[0] // 2
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), ((p, p), (p, p)), dimension_numbers=NHWC)
-
-
-class Conv3x3(nn.Module):
+class ConvSame(nn.Module):
     """torch `Conv2d(in, out, k, padding=k // 2)` for odd k (3 by default): `nn.Conv`'s
-    parameters (names, shapes, initial draws) and forward; 3x3 kernels take `conv3x3`'s
-    gradient, other sizes (the `kernel_size` option) XLA's."""
+    parameters (names, shapes, initial draws) and forward, with `conv_same`'s gradient."""
 
     features: int
     in_channels: int
@@ -154,15 +156,14 @@ class Conv3x3(nn.Module):
         kernel = self.param("kernel", _torch_kernel_init, shape)
         bias = self.param("bias", _torch_bias_init(self.in_channels * k * k), (self.features,))
         x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias)
-        conv = conv3x3 if k == 3 else _conv_same_xla
-        return conv(x, kernel) + bias.reshape(1, 1, 1, -1)
+        return conv_same(x, kernel) + bias.reshape(1, 1, 1, -1)
 
 
-def _conv(features: int, in_channels: int, name: str, kernel_size: int = 3) -> Conv3x3:
+def _conv(features: int, in_channels: int, name: str, kernel_size: int = 3) -> ConvSame:
     # k x k, stride 1, padding k // 2 (torch `Conv2d(in, out, k, padding=k // 2)`): size kept.
     if kernel_size % 2 != 1 or kernel_size < 1:
         raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
-    return Conv3x3(features, in_channels, kernel_size, name=name)
+    return ConvSame(features, in_channels, kernel_size, name=name)
 
 
 def _batch_norm(train: bool, name: str) -> nn.BatchNorm:
@@ -250,7 +251,7 @@ class MLP(nn.Module):
 
 
 class ConvFeatures(nn.Module):
-    """Two conv blocks (3x3 conv, BN, ReLU, 2x2 max pool) and a Dense-BN-ReLU layer.
+    """Two conv blocks (k x k conv, BN, ReLU, 2x2 max pool) and a Dense-BN-ReLU layer.
 
     Input NHWC (N, 14, 14, C); output (N, hidden). Shared by `cnn` (C=2, both digits as
     channels) and the Siamese branch (C=1, one digit).

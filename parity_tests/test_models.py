@@ -21,7 +21,7 @@ BATCH = 8
 MOMENTUM = 0.1  # torch's BatchNorm momentum; Flax's is 1 - 0.1
 # (model, architecture hparams): every registered model as built by default, and the options
 # found by scripts/arch_gap.py: conv width (64/128 for cnn; 16/32 elsewhere keeps the suite fast),
-# 5x5 kernels (XLA's convolution gradient: only 3x3 kernels take jaxdl's im2col one)
+# 5x5 kernels
 # and the Siamese head input ("bnrelu" adds the branch_bn layer).
 CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in MODEL_NAMES] + [
     ("cnn", {"width": 64}),

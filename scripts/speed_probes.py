@@ -7,6 +7,7 @@
     python scripts/speed_probes.py conv-grad im2col   # step and run with jaxdl's conv gradient
     python scripts/speed_probes.py conv-grad xla      # ... with XLA's own (before issue 6's change)
     python scripts/speed_probes.py input-grad          # step: input gradient as padded taps vs adds
+    python scripts/speed_probes.py k5-grad xla|im2col  # cnn --width 64 --kernel-size 5 runs
     python scripts/speed_probes.py batch-split [xla]  # one run, each batch split over 2 devices
     python scripts/speed_probes.py two-runs [xla]     # two runs one by one, then one per device
 
@@ -125,7 +126,7 @@ def conv_grad(which: str) -> None:
 
 
 def _input_grad_by_taps(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # jaxdl's conv3x3 backward with the input gradient's nine taps padded into place and
+    # jaxdl's conv_same backward with the input gradient's nine taps padded into place and
     # summed (one fused loop) instead of nine in-place `.at[].add` updates.
     patches, kernel, (n, h, w, c) = res
     g2 = g.reshape(n * h * w, -1)
@@ -142,9 +143,9 @@ def input_grad(rounds: int = 5) -> None:
     """A siamese_aux step with the conv input gradient as nine in-place adds (jaxdl's) and
     as nine padded taps summed, interleaved in one process: `rounds` x 150 steps each."""
     variants = {}
-    for name, bwd in (("adds", models._conv3x3_im2col_bwd), ("taps", _input_grad_by_taps)):
-        f = jax.custom_vjp(models._conv3x3_xla)
-        f.defvjp(models._conv3x3_im2col_fwd, bwd)
+    for name, bwd in (("adds", models._conv_im2col_bwd), ("taps", _input_grad_by_taps)):
+        f = jax.custom_vjp(models._conv_same_xla)
+        f.defvjp(models._conv_im2col_fwd, bwd)
         variants[name] = f
     cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
     tr, _ = train.load_pairs(cfg, 0)
@@ -152,7 +153,7 @@ def input_grad(rounds: int = 5) -> None:
     times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(rounds):
         for name, f in variants.items():
-            models._conv3x3_im2col = f  # looked up by conv3x3 at trace time
+            models._conv_im2col = f  # looked up by conv_same at trace time
             jax.clear_caches()
             train._build.cache_clear()
             model, tx = train.build(cfg)
@@ -167,6 +168,27 @@ def input_grad(rounds: int = 5) -> None:
         cells = " ".join(f"{t:.2f}" for t in ms)
         median = sorted(ms)[len(ms) // 2]
         print(f"input gradient as {name}: step medians {cells} ms (median {median:.2f})")
+
+
+def k5_grad(which: str) -> None:
+    """10-epoch runs of `cnn --width 64 --kernel-size 5` with XLA's conv gradient (what
+    `conv_same` uses for 5x5) or the im2col one (what it uses for 3x3); one per process."""
+    if which == "im2col":
+
+        def im2col_everywhere(x: jax.Array, kernel: jax.Array) -> jax.Array:
+            return lax.platform_dependent(
+                x, kernel, cpu=models._conv_im2col, default=models._conv_same_xla
+            )
+
+        models.conv_same = im2col_everywhere
+    cfg = TrainConfig(model="cnn", width=64, kernel_size=5, epochs=10, runs=1)
+    train.train_run(cfg, 0)  # compiles
+    runs = []
+    for r in (1, 2, 3):
+        start = time.perf_counter()
+        train.train_run(cfg, r)
+        runs.append(f"{time.perf_counter() - start:.2f}")
+    print(f"5x5 kernels, {which} gradient: 10-epoch runs {', '.join(runs)} s")
 
 
 def _two_cpu_devices() -> list[jax.Device]:
@@ -280,17 +302,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "devices",
             "conv-grad",
             "input-grad",
+            "k5-grad",
             *two_device_probes,
         ],
     )
     p.add_argument("which", nargs="?", choices=["im2col", "xla"], default="im2col")
     args = p.parse_args(argv)
     if args.which == "xla":  # the convolutions' gradient as XLA computes it
-        models.conv3x3 = models._conv3x3_xla
+        models.conv_same = models._conv_same_xla
     if args.probe == "conv-grad":
         conv_grad(args.which)
     elif args.probe == "input-grad":
         input_grad()
+    elif args.probe == "k5-grad":
+        k5_grad(args.which)
     elif args.probe in two_device_probes:
         two_device_probes[args.probe]()
     else:

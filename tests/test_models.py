@@ -180,35 +180,39 @@ def test_unknown_model_is_refused():
         tmodels.create_model("resnet")
 
 
-# conv3x3: XLA's convolution forward, im2col matmuls for the gradient on the CPU (issue 6).
-@pytest.mark.parametrize("cin", [1, 2, 32])
-def test_conv3x3_value_and_gradients_equal_xla_convolution(cin):
+# conv_same: XLA's convolution forward, im2col matmuls for the gradient on the CPU (issue 6),
+# for every odd kernel size.
+@pytest.mark.parametrize(("cin", "k"), [(1, 3), (2, 3), (32, 3), (2, 5), (8, 7)])
+def test_conv_same_value_and_gradients_equal_xla_convolution(cin, k):
     kx, kw, kg = jax.random.split(jax.random.PRNGKey(cin), 3)
     x = jax.random.normal(kx, (5, 7, 7, cin))
-    w = jax.random.normal(kw, (3, 3, cin, 6))
+    w = jax.random.normal(kw, (k, k, cin, 6))
     g = jax.random.normal(kg, (5, 7, 7, 6))
 
     def vjp(conv):
         y, pullback = jax.vjp(conv, x, w)
         return (y, *pullback(g))
 
-    ours = jax.jit(lambda: vjp(models.conv3x3))()
-    xla = jax.jit(lambda: vjp(models._conv3x3_xla))()
+    # conv_same is the im2col VJP on the CPU for 3x3 kernels; other sizes are tested directly.
+    conv = models.conv_same if k == 3 else models._conv_im2col
+    ours = jax.jit(lambda: vjp(conv))()
+    xla = jax.jit(lambda: vjp(models._conv_same_xla))()
     # Outside differentiation: bit for bit XLA's convolution (evaluation is unchanged).
-    np.testing.assert_array_equal(jax.jit(models.conv3x3)(x, w), jax.jit(models._conv3x3_xla)(x, w))
+    forward = jax.jit(models.conv_same)(x, w)
+    np.testing.assert_array_equal(forward, jax.jit(models._conv_same_xla)(x, w))
     for a, b, what in zip(ours, xla, ["y", "dx", "dkernel"], strict=True):
         np.testing.assert_allclose(
             a, b, rtol=1e-5, atol=1e-4 * float(jnp.abs(b).max()), err_msg=what
         )
 
 
-def test_conv3x3_gradient_under_vmap_is_each_members_gradient():
+def test_conv_same_gradient_under_vmap_is_each_members_gradient():
     # Sweeps vmap the train step over runs: a batch of kernels, one per run.
     x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 7, 7, 2))
     w = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 2, 4))
 
     def loss(x, w):
-        return jnp.sum(jnp.tanh(models.conv3x3(x, w)))
+        return jnp.sum(jnp.tanh(models.conv_same(x, w)))
 
     batched = jax.jit(jax.vmap(jax.grad(loss, argnums=(0, 1))))(x, w)
     for r in range(3):
@@ -220,7 +224,7 @@ def test_conv3x3_gradient_under_vmap_is_each_members_gradient():
 @pytest.mark.parametrize("k", [3, 5])
 def test_conv_module_is_nn_conv_with_the_same_parameters(k):
     x = jax.random.normal(jax.random.PRNGKey(0), (2, 14, 14, 3))
-    ours = models.Conv3x3(8, 3, kernel_size=k)
+    ours = models.ConvSame(8, 3, kernel_size=k)
     flax_conv = flax.linen.Conv(
         8,
         (k, k),
