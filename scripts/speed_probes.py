@@ -112,17 +112,22 @@ def slice_step() -> None:
     _step_and_run("slices")
 
 
+def _timed_runs(cfg: TrainConfig, runs: Sequence[int]) -> str:
+    """Wall seconds of `train.train_run(cfg, r)` for each r, comma-separated."""
+    seconds = []
+    for r in runs:
+        start = time.perf_counter()
+        train.train_run(cfg, r)
+        seconds.append(f"{time.perf_counter() - start:.2f}")
+    return ", ".join(seconds)
+
+
 def conv_grad(which: str) -> None:
     """A siamese_aux step and three runs with the conv gradient `which` (one per process: the
     jit caches would not tell the two models apart)."""
     cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
     _step_and_run(f"{which} gradient")
-    runs = []
-    for r in (2, 3, 4):
-        start = time.perf_counter()
-        train.train_run(cfg, r)
-        runs.append(f"{time.perf_counter() - start:.2f}")
-    print(f"{which} gradient: three more runs {', '.join(runs)} s")
+    print(f"{which} gradient: three more runs {_timed_runs(cfg, (2, 3, 4))} s")
 
 
 def _input_grad_by_taps(res: tuple, g: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -183,12 +188,7 @@ def k5_grad(which: str) -> None:
         models.conv_same = im2col_everywhere
     cfg = TrainConfig(model="cnn", width=64, kernel_size=5, epochs=10, runs=1)
     train.train_run(cfg, 0)  # compiles
-    runs = []
-    for r in (1, 2, 3):
-        start = time.perf_counter()
-        train.train_run(cfg, r)
-        runs.append(f"{time.perf_counter() - start:.2f}")
-    print(f"5x5 kernels, {which} gradient: 10-epoch runs {', '.join(runs)} s")
+    print(f"5x5 kernels, {which} gradient: 10-epoch runs {_timed_runs(cfg, (1, 2, 3))} s")
 
 
 def _two_cpu_devices() -> list[jax.Device]:
