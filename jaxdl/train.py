@@ -104,10 +104,9 @@ def build(config: TrainConfig) -> tuple[nn.Module, optax.GradientTransformation]
         config.epochs if config.schedule == "cosine" else 0,
         config.steps_per_epoch,
         batchnorm=config.batchnorm,
-        depth=config.depth,
-        width=config.width,
-        kernel_size=config.kernel_size,
-        head_input=config.head_input,
+        # The architecture options, those not at their defaults, as hashable pairs: taken
+        # from the config as a whole, so an option added to TrainConfig reaches the model.
+        arch=tuple(sorted(config.model_hparams().items())),
     )
 
 
@@ -122,19 +121,13 @@ def _build(
     epochs: int,
     steps_per_epoch: int,
     batchnorm: bool = True,
-    depth: int = 1,
-    width: int = 32,
-    kernel_size: int = 3,
-    head_input: str = "softmax",
+    arch: tuple[tuple[str, Any], ...] = (),
 ) -> tuple[nn.Module, optax.GradientTransformation]:
     lr_schedule = schedules.make_schedule(
         schedule, lr, epochs=epochs, steps_per_epoch=steps_per_epoch
     )
-    # The architecture options only where asked: the models without them do not take them.
-    options = {"depth": depth, "width": width, "kernel_size": kernel_size, "head_input": head_input}
-    arch = TrainConfig(**options).model_hparams()
     return (
-        models.create_model(model, dropout=dropout, batchnorm=batchnorm, **arch),
+        models.create_model(model, dropout=dropout, batchnorm=batchnorm, **dict(arch)),
         make_optimizer(optimizer, lr_schedule, weight_decay),
     )
 
