@@ -87,6 +87,17 @@ ARCH_CNN = {"width": 64, "kernel_size": 5}
 ARCH_SIAMESE = {"width": 64, "head_input": "bnrelu"}
 
 
+def cli_flags(options: dict[str, Any]) -> str:
+    """Architecture options as the CLI's flags: {"kernel_size": 5} -> "--kernel-size 5"."""
+    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+
+
+# The `arch` cells' names (and table labels) come from the options, so they cannot drift apart.
+ARCH_S221_CNN = f"s221 cnn {cli_flags(ARCH_CNN)}"
+ARCH_S231_CNN = f"s231 cnn {cli_flags(ARCH_CNN)}"
+ARCH_S231_SIAMESE = f"s231 siamese {cli_flags(ARCH_SIAMESE)}"
+
+
 @dataclasses.dataclass(frozen=True)
 class Scale:
     """How much to run: runs per cell and the epochs of each section."""
@@ -369,13 +380,9 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
             legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
             curve = curves.replace(epochs=scale.curve_epochs)
             cells += [
-                Cell("arch", "s221 cnn width 64 k5", legacy.replace(model="cnn", **ARCH_CNN)),
-                Cell("arch", "s231 cnn width 64 k5", curve.replace(model="cnn", **ARCH_CNN)),
-                Cell(
-                    "arch",
-                    "s231 siamese width 64 bnrelu",
-                    curve.replace(model="siamese", **ARCH_SIAMESE),
-                ),
+                Cell("arch", ARCH_S221_CNN, legacy.replace(model="cnn", **ARCH_CNN)),
+                Cell("arch", ARCH_S231_CNN, curve.replace(model="cnn", **ARCH_CNN)),
+                Cell("arch", ARCH_S231_SIAMESE, curve.replace(model="siamese", **ARCH_SIAMESE)),
             ]
     return Plan(scale, cells)
 
@@ -784,21 +791,21 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
         )
     if "arch" in sections:
         md.append("## The report's rows with the architecture options\n")
-        cnn, sia = "--width 64 --kernel-size 5", "--width 64 --head-input bnrelu"
-        rows = [(f"cnn {cnn}", "arch/s221 cnn width 64 k5", "cnn", 0.4)]
+        cnn, sia = cli_flags(ARCH_CNN), cli_flags(ARCH_SIAMESE)
+        rows = [(f"cnn {cnn}", f"arch/{ARCH_S221_CNN}", "cnn", 0.4)]
         md.append(table_221(runs, scale.s221_epochs, rows) + "\n")
         rows_231 = [
-            (f"Legacy CNN (cnn {cnn})", "arch/s231 cnn width 64 k5", "cnn"),
-            (f"Weight Sharing (siamese {sia})", "arch/s231 siamese width 64 bnrelu", "siamese"),
+            (f"Legacy CNN (cnn {cnn})", f"arch/{ARCH_S231_CNN}", "cnn"),
+            (f"Weight Sharing (siamese {sia})", f"arch/{ARCH_S231_SIAMESE}", "siamese"),
         ]
         md.append(table_231(runs, scale.curve_epochs, rows_231) + "\n")
         figure(
             "arch_s231",
             [
                 "s231/cnn",
-                "arch/s231 cnn width 64 k5",
+                f"arch/{ARCH_S231_CNN}",
                 "s231/siamese",
-                "arch/s231 siamese width 64 bnrelu",
+                f"arch/{ARCH_S231_SIAMESE}",
             ],
             "2.3.1 with the architecture options (sgdr, wd 0.01)",
         )

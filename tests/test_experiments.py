@@ -76,9 +76,9 @@ def test_quick_reproduction_writes_tables_and_resumes(tmp_path: Path, mnist_dir:
 def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mnist_dir: Path):
     plan = experiments.make_plan(experiments.Scale(), ["arch", "s231"])
     configs = {c.name: c.config for c in plan.cells}
-    assert configs["s231 siamese width 64 bnrelu"].model_hparams() == experiments.ARCH_SIAMESE
-    assert configs["s221 cnn width 64 k5"].schedule == "constant"
-    assert configs["s221 cnn width 64 k5"].weight_decay == 0.0
+    assert configs[experiments.ARCH_S231_SIAMESE].model_hparams() == experiments.ARCH_SIAMESE
+    assert configs[experiments.ARCH_S221_CNN].schedule == "constant"
+    assert configs[experiments.ARCH_S221_CNN].weight_decay == 0.0
     # Their own cache entries, not the default recipes' runs.
     keys = {experiments.cell_key(c.config) for c in plan.cells}
     assert len(keys) == len(plan.cells)
@@ -90,6 +90,7 @@ def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mn
     runs = experiments.run_plan(plan, out)
     tables = experiments.write_outputs(plan, runs, out)
     assert "The report's rows with the architecture options" in tables
+    assert experiments.cli_flags({"width": 64, "kernel_size": 5}) == "--width 64 --kernel-size 5"
     assert "| cnn --width 64 --kernel-size 5 | 0.4 | 5 | 2/2 |" in tables
     assert "| 25.79 |" in tables  # the report's cnn row at 5 epochs beside ours
     siamese_row = "| Weight Sharing (siamese --width 64 --head-input bnrelu) | 6 | 2/2 |"
