@@ -173,7 +173,38 @@ VARIANTS: dict[str, Callable[..., nn.Module]] = {
     "sia_c64bn10": functools.partial(
         SiamV, feat=_f(channels=(64, 128)), head_softmax=False, branch_act="bnrelu"
     ),
+    # The GPU search's (`search` below) wider and narrower candidates.
+    "mlp_h256": _mlp((256, 128)),
+    "mlp_h1024": _mlp((1024, 512)),
+    "mlp_h2048": _mlp((2048, 1024)),
+    "mlp_w512": _mlp((512,)),
+    "mlp_w1024": _mlp((1024,)),
+    "mlp_h512x3": _mlp((512, 256, 128)),
+    "cnn_k5c96": functools.partial(CNNv, feat=_f(k=5, channels=(96, 192))),
+    "cnn_k5c128": functools.partial(CNNv, feat=_f(k=5, channels=(128, 256))),
+    "cnn_k5c64h200": functools.partial(CNNv, feat=_f(k=5, channels=(64, 128), hidden=200)),
+    "cnn_k5c64h0": functools.partial(CNNv, feat=_f(k=5, channels=(64, 128), hidden=0)),
+    "cnn_k7c64": functools.partial(CNNv, feat=_f(k=7, channels=(64, 128))),
+    "cnn_k5c96h0": functools.partial(CNNv, feat=_f(k=5, channels=(96, 192), hidden=0)),
+    "cnn_k5c128h0": functools.partial(CNNv, feat=_f(k=5, channels=(128, 256), hidden=0)),
+    "cnn_k3c128": functools.partial(CNNv, feat=_f(channels=(128, 256))),
+    "sia_c96bn10": functools.partial(
+        SiamV, feat=_f(channels=(96, 192)), head_softmax=False, branch_act="bnrelu"
+    ),
+    "sia_k5c64bn10": functools.partial(
+        SiamV, feat=_f(k=5, channels=(64, 128)), head_softmax=False, branch_act="bnrelu"
+    ),
 }
+
+
+def recipe_config(variant: str, recipe: str, batch_size: int, **kw: Any) -> TrainConfig:
+    """The report's recipe `recipe` for `variant` (registered in jaxdl.models.MODELS)."""
+    M.MODELS[variant] = VARIANTS[variant]
+    if recipe == "221":
+        cfg = TrainConfig(model=variant, epochs=80, weight_decay=0.0, schedule="constant")
+    else:
+        cfg = TrainConfig(model=variant, epochs=45, weight_decay=0.01, schedule="sgdr")
+    return cfg.replace(batch_size=batch_size, dropout=0.4, **kw)
 
 
 def run(variant: str, recipe: str, runs: int, batch_size: int, first: int, sgdr_per_step: bool):
@@ -186,11 +217,7 @@ def run(variant: str, recipe: str, runs: int, batch_size: int, first: int, sgdr_
             n, lr, epochs=epochs, steps_per_epoch=1, **kw
         )
         tag = "-sgdrstep"
-    if recipe == "221":
-        cfg = TrainConfig(model=variant, epochs=80, weight_decay=0.0, schedule="constant")
-    else:
-        cfg = TrainConfig(model=variant, epochs=45, weight_decay=0.01, schedule="sgdr")
-    cfg = cfg.replace(batch_size=batch_size, dropout=0.4)
+    cfg = recipe_config(variant, recipe, batch_size)
     OUT.mkdir(parents=True, exist_ok=True)
     out = OUT / f"{variant}{tag}_{recipe}_bs{batch_size}.jsonl"
     for r in range(first, first + runs):
@@ -203,7 +230,101 @@ def run(variant: str, recipe: str, runs: int, batch_size: int, first: int, sgdr_
         print(f"{variant} {recipe} bs{batch_size} seed {r} {at} {time.time() - start:.0f}s")
 
 
-def table() -> str:
+# The GPU search (`search`): (variant, recipe, batch size) in the order they are trained, the
+# rows still unmatched first. Its seeds (100..) are not the tables' (0..9): a candidate chosen
+# on them is then confirmed on seeds 0..9 by the product path, so the choice is not fitted to
+# the seeds it is judged on.
+SEARCH: list[tuple[str, str, int]] = [
+    *[(v, "221", 50) for v in ("mlp_base", "mlp_h256", "mlp_h512", "mlp_h1024", "mlp_h2048")],
+    *[(v, "221", 50) for v in ("mlp_w512", "mlp_w1024", "mlp_h512x3")],
+    *[("mlp_base", "221", b) for b in (10, 20, 100, 200)],
+    *[("mlp_h1024", "221", b) for b in (20, 100)],
+    *[(v, r, 50) for v in ("cnn_k5c64", "cnn_k5c96", "cnn_k5c128") for r in ("221", "231")],
+    *[(v, r, 50) for v in ("cnn_k5c64h200", "cnn_k5c64h0", "cnn_k7c64") for r in ("221", "231")],
+    *[("cnn_k5c64", r, b) for b in (25, 100) for r in ("221", "231")],
+    *[("cnn_k3c128", r, 50) for r in ("221", "231")],
+    *[(v, r, 50) for v in ("cnn_k5c128h0", "cnn_k5c96h0") for r in ("231", "221")],
+    ("sia_c64bn10", "231", 50),
+    *[("sia_c64bn10", "231", b) for b in (100, 200)],
+    *[(v, "231", 50) for v in ("sia_c96bn10", "sia_k5c64bn10")],
+]
+
+
+def _scanned_epoch(aux_weight: float) -> Callable[..., Any]:
+    """One epoch of every run at once: `vmap` over runs, `lax.scan` over the steps, then both
+    sets evaluated; one compiled program (a GPU then pays no per-step launch; XLA:CPU runs
+    scanned convolutions slowly, see train.train_epoch, so this is for accelerators)."""
+    step = jax.vmap(
+        functools.partial(train.train_batch, aux_weight=aux_weight), in_axes=(0, 0, 0, None)
+    )
+    evaluate = jax.vmap(functools.partial(train.evaluate, aux_weight=aux_weight))
+
+    @jax.jit
+    def epoch(state: Any, tr: Any, te: Any, batch_idx: jax.Array) -> tuple[Any, Any, Any]:
+        def body(s: Any, i: jax.Array) -> tuple[Any, None]:
+            return step(s, tr, batch_idx, i)[0], None
+
+        state, _ = jax.lax.scan(body, state, jnp.arange(batch_idx.shape[1]))
+        return state, evaluate(state, tr)["errors"], evaluate(state, te)["errors"]
+
+    return epoch
+
+
+def search_one(
+    variant: str, recipe: str, batch_size: int, runs: int, first: int, epochs: int | None = None
+) -> list[dict]:
+    """`runs` seeds (first, first + 1, ...) of one variant trained together; each run's data,
+    initialisation, order and dropout drawn as `train.train_run` draws them (`jaxdl.sweep`)."""
+    from jaxdl import sweep
+
+    cfg = recipe_config(variant, recipe, batch_size, runs=runs, seed=first)
+    cfg = cfg.replace(epochs=epochs or cfg.epochs)
+    mesh = sweep.runs_mesh(jax.devices()[:1])
+    state, tr, te, shuffle_keys = sweep._sweep_inputs(cfg, mesh)
+    epoch = _scanned_epoch(cfg.aux_weight)
+    batches = sweep._epoch_batches(cfg.nb, cfg.batch_size)
+    train_err, test_err = [], []
+    for e in range(cfg.epochs):
+        state, a, b = epoch(state, tr, te, batches(shuffle_keys, e))
+        train_err.append(a)
+        test_err.append(b)
+    train_err, test_err = (
+        np.asarray(jax.device_get(jnp.stack(x, 1))) / cfg.nb for x in (train_err, test_err)
+    )
+    return [
+        {"seed": first + r, "test": test_err[r].tolist(), "train": train_err[r].tolist()}
+        for r in range(runs)
+    ]
+
+
+def search(
+    out: Path,
+    runs: int,
+    first: int,
+    budget_s: float,
+    only: Sequence[str] = (),
+    epochs: int | None = None,
+) -> None:
+    """Trains SEARCH (or the entries whose variant is in `only`) in order until `budget_s`
+    seconds have passed; one file per entry, named as `run` names its files."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    for variant, recipe, batch_size in SEARCH:
+        if only and variant not in only:
+            continue
+        if time.time() - start > budget_s:
+            print(f"budget of {budget_s:.0f} s spent: stopping before {variant} {recipe}")
+            break
+        t0 = time.time()
+        rows = search_one(variant, recipe, batch_size, runs, first, epochs)
+        path = out / f"{variant}_{recipe}_bs{batch_size}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        te = np.array([r["test"] for r in rows]) * 100
+        at = " ".join(f"{e}:{te[:, e - 1].mean():.2f}" for e in EPOCHS[recipe] if e <= te.shape[1])
+        print(f"{variant} {recipe} bs{batch_size} x{runs} {at} {time.time() - t0:.1f}s", flush=True)
+
+
+def table(out: Path = OUT) -> str:
     """Every result file as Markdown: test error %, mean ± SD over runs at the report's epochs."""
     lines = []
     for recipe, epochs in EPOCHS.items():
@@ -219,7 +340,7 @@ def table() -> str:
                 continue
             rep = REPORT[recipe][fam]
             lines.append(f"| **report {fam}** | ? | 10 | " + " | ".join(map(str, rep)) + " | |")
-            for path in sorted(glob.glob(str(OUT / f"{fam}_*_{recipe}_bs*.jsonl"))):
+            for path in sorted(glob.glob(str(out / f"{fam}_*_{recipe}_bs*.jsonl"))):
                 rows = [json.loads(line) for line in open(path)]
                 name, bs = Path(path).stem.rsplit(f"_{recipe}_", 1)
                 te = np.array([r["test"] for r in rows]) * 100
@@ -270,7 +391,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--batch-size", type=int, default=50)
     r.add_argument("--first-seed", type=int, default=0)
     r.add_argument("--sgdr-per-step", action="store_true")
-    sub.add_parser("table", help="print the Markdown table of every result file")
+    s = sub.add_parser("search", help="SEARCH's entries, many seeds at once (for a GPU)")
+    s.add_argument("--out", type=Path, default=OUT / "search")
+    s.add_argument("--runs", type=int, default=20)
+    s.add_argument("--first-seed", type=int, default=100)
+    s.add_argument("--budget-s", type=float, default=float("inf"))
+    s.add_argument("--only", nargs="*", default=[], choices=sorted(VARIANTS))
+    s.add_argument("--epochs", type=int, default=None, help="default: the recipe's (tests)")
+    t = sub.add_parser("table", help="print the Markdown table of every result file")
+    t.add_argument("--dir", type=Path, default=OUT)
     sub.add_parser("offset", help="2.3.1's rows at epochs e - 1, e, e + 1 of the cached arch runs")
     args = p.parse_args(argv)
     if args.cmd == "run":
@@ -282,10 +411,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.first_seed,
             args.sgdr_per_step,
         )
+    elif args.cmd == "search":
+        search(args.out, args.runs, args.first_seed, args.budget_s, args.only, args.epochs)
     elif args.cmd == "offset":
         print(offset())
     else:
-        print(table())
+        print(table(args.dir))
     return 0
 
 
