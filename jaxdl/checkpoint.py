@@ -30,7 +30,12 @@ FORMAT = "jaxdl-project1-checkpoint/1"
 KEEP = 3  # the last few steps; a diverged run's last good state is kept beyond these
 # Flags added after checkpoints were first written, with their defaults: a checkpoint that does
 # not record one was written with its default (the architecture then had no such option).
-LATER_FLAGS: dict[str, Any] = {"width": 32, "kernel_size": 3, "head_input": "softmax"}
+LATER_FLAGS: dict[str, Any] = {
+    "width": 32,
+    "kernel_size": 3,
+    "hidden": 100,
+    "head_input": "softmax",
+}
 
 
 class CheckpointError(Exception):

@@ -56,13 +56,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
     return value
 
 
@@ -181,6 +192,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="conv kernels KxK (padding K//2), every model but mlp (default: %(default)s)",
     )
     p.add_argument(
+        "--hidden",
+        type=_non_negative_int,
+        default=d.hidden,
+        help="units of the Dense layer after the convolutions, every model but mlp; 0: none, "
+        "the flattened conv map goes to the classifier (default: %(default)s)",
+    )
+    p.add_argument(
         "--head-input",
         choices=HEAD_INPUTS,
         default=d.head_input,
@@ -259,6 +277,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --width: mlp has no convolutions; leave it out of --model")
     if args.kernel_size != DEFAULTS.kernel_size and not set(args.model) <= set(WIDTH_MODELS):
         parser.error("argument --kernel-size: mlp has no convolutions; leave it out of --model")
+    if args.hidden != DEFAULTS.hidden and not set(args.model) <= set(WIDTH_MODELS):
+        parser.error("argument --hidden: mlp has no convolutions; leave it out of --model")
     if args.head_input != DEFAULTS.head_input and not set(args.model) <= set(HEAD_INPUT_MODELS):
         parser.error("argument --head-input: only siamese and siamese_aux have a learned head")
     if args.resume and args.checkpoint_dir is None:
@@ -318,6 +338,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             depth=args.depth,
             width=args.width,
             kernel_size=args.kernel_size,
+            hidden=args.hidden,
             head_input=args.head_input,
             shift=args.shift,
             repair=args.repair,

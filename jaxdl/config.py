@@ -24,8 +24,8 @@ SCHEDULES = ("constant", "cosine", "sgdr")
 # What the learned head of siamese / siamese_aux sees of each digit's 10 branch outputs: their
 # softmax (the default), the raw logits, or BatchNorm + ReLU of them (docs/RESULTS.md).
 HEAD_INPUTS = ("softmax", "logits", "bnrelu")
-# The models whose conv features take `width` (conv channels width, 2 * width) and
-# `kernel_size`.
+# The models whose conv features take `width` (conv channels width, 2 * width), `kernel_size`
+# and `hidden` (the Dense layer after the convolutions; 0: none).
 WIDTH_MODELS = ("cnn", "siamese", "cnn_aux", "siamese_aux", "siamese_exact")
 # Conv kernel sizes the CLI offers (odd, so that padding k // 2 keeps 14x14 -> 14x14).
 KERNEL_SIZES = (3, 5, 7)
@@ -58,6 +58,7 @@ class TrainConfig:
     depth: int = 1  # conv layers per block of siamese_exact's branch (deeper branches)
     width: int = 32  # conv channels (width, 2 * width) of every model but mlp
     kernel_size: int = 3  # conv kernels k x k (odd; padding k // 2) of every model but mlp
+    hidden: int = 100  # the Dense(-BN-ReLU) layer after the convs of every model but mlp; 0: none
     head_input: str = "softmax"  # siamese / siamese_aux head input, one of HEAD_INPUTS
     # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
     # training digit shifted by up to `shift` pixels each step; the training digits re-paired
@@ -84,7 +85,7 @@ class TrainConfig:
         defaults = TrainConfig()
         return {
             k: getattr(self, k)
-            for k in ("depth", "width", "kernel_size", "head_input")
+            for k in ("depth", "width", "kernel_size", "hidden", "head_input")
             if getattr(self, k) != getattr(defaults, k)
         }
 

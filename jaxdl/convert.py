@@ -7,7 +7,8 @@ Flax submodule is named like the torch attribute (`features.conv1.weight` <->
 - Conv2d `weight` (O, I, kh, kw) <-> Conv `kernel` (kh, kw, I, O): transpose (2, 3, 1, 0).
   Both libraries cross-correlate (no kernel flip), so nothing else changes.
 - Linear `weight` (out, in) <-> Dense `kernel` (in, out): transpose.
-- The first Linear after the convolutions (`FLATTENED_CONV_INPUTS`): torch flattens its input
+- The Linear layers that read the flattened conv map (`FLATTENED_CONV_INPUTS`: the features'
+  `fc1`, or without it, `hidden=0`, the classifiers after it): torch flattens their input
   NCHW, index c*H*W + h*W + w; Flax flattens NHWC, index h*W*C + w*C + c. The kernel's rows are
   therefore permuted as well as transposed: (out, C, H, W) -> (H, W, C, out). The layout fixes
   (H, W); C is the kernel's input size / (H * W), so any conv width converts.
@@ -29,7 +30,7 @@ Arrays keep their dtype (float32 or float64); converting float64 to Flax needs
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax.numpy as jnp
@@ -44,17 +45,19 @@ __all__ = [
     "torch_to_flax",
 ]
 
-# Per registered model: the torch Linear (module path) whose input is a flattened conv feature
-# map, with that map's spatial (H, W): 14x14 inputs, two 2x2 pools -> 3x3. The channel count
-# (2 * width of the model) is read off the weight's shape.
-FLATTENED_CONV_INPUTS: dict[str, dict[str, tuple[int, int]]] = {
-    "mlp": {},  # flattens the raw (2, 14, 14) input in NCHW order in both libraries
-    "cnn": {"features.fc1": (3, 3)},
-    "cnn_aux": {"features.fc1": (3, 3)},
-    "siamese": {"branch.features.fc1": (3, 3)},
-    "siamese_aux": {"branch.features.fc1": (3, 3)},
-    "siamese_exact": {"branch.features.fc1": (3, 3)},
+# Per registered model: the torch Linear layers (module paths) that can read a flattened conv
+# feature map (14x14 inputs, two 2x2 pools -> (C, 3, 3); C, 2 * width, is read off the weight's
+# shape). The first is the conv features' hidden Linear `fc1`; a model built with `hidden=0` has
+# none, and then the layers after it (the rest of the tuple) read the map.
+FLATTENED_CONV_INPUTS: dict[str, tuple[str, ...]] = {
+    "mlp": (),  # flattens the raw (2, 14, 14) input in NCHW order in both libraries
+    "cnn": ("features.fc1", "fc_out"),
+    "cnn_aux": ("features.fc1", "fc_out", "fc_aux"),
+    "siamese": ("branch.features.fc1", "branch.fc_out"),
+    "siamese_aux": ("branch.features.fc1", "branch.fc_out"),
+    "siamese_exact": ("branch.features.fc1", "branch.fc_out"),
 }
+MAP_HW = (3, 3)  # the conv map's spatial size where it is flattened
 
 
 def _channels(module: str, inputs: int, h: int, w: int) -> int:
@@ -64,12 +67,17 @@ def _channels(module: str, inputs: int, h: int, w: int) -> int:
     return inputs // (h * w)
 
 
-def _layouts(model: str) -> dict[str, tuple[int, int]]:
+def _flattened_readers(model: str, modules: Iterable[str]) -> frozenset[str]:
+    """The modules (of those the model has, `modules`) whose input is the flattened map."""
     if model not in FLATTENED_CONV_INPUTS:
         raise ValueError(
             f"no conversion layout for model {model!r}; add it to FLATTENED_CONV_INPUTS"
         )
-    return FLATTENED_CONV_INPUTS[model]
+    readers = FLATTENED_CONV_INPUTS[model]
+    if not readers:
+        return frozenset()
+    hidden, after = readers[0], readers[1:]
+    return frozenset([hidden] if hidden in set(modules) else after)
 
 
 def _group_by_module(state_dict: Mapping[str, torch.Tensor]) -> dict[str, dict[str, np.ndarray]]:
@@ -102,10 +110,11 @@ def torch_to_flax(state_dict: Mapping[str, torch.Tensor], model: str) -> dict[st
       `{'params': ..., 'batch_stats': ...}` as `jaxdl.models` expects (`batch_stats` omitted
       when the mapping has no running statistics).
     """
-    layouts = _layouts(model)
+    grouped = _group_by_module(state_dict)
+    readers = _flattened_readers(model, grouped)
     params: dict[str, Any] = {}
     stats: dict[str, Any] = {}
-    for module, leaves in _group_by_module(state_dict).items():
+    for module, leaves in grouped.items():
         path = module.split(".")
         weight = leaves.get("weight")
         if "running_mean" in leaves or (weight is not None and weight.ndim == 1):
@@ -119,8 +128,8 @@ def torch_to_flax(state_dict: Mapping[str, torch.Tensor], model: str) -> dict[st
             _set(params, path, "kernel", weight.transpose(2, 3, 1, 0))
             _set(params, path, "bias", leaves["bias"])
         elif weight is not None and weight.ndim == 2:
-            if module in layouts:
-                h, w = layouts[module]
+            if module in readers:
+                h, w = MAP_HW
                 c = _channels(module, weight.shape[1], h, w)
                 kernel = weight.reshape(-1, c, h, w).transpose(2, 3, 1, 0).reshape(h * w * c, -1)
             else:
@@ -160,10 +169,11 @@ def flax_to_torch(
     Returns:
       A dict for `torch_reference` `model.load_state_dict(..., strict=True)`.
     """
-    layouts = _layouts(model)
+    modules = list(_walk(variables["params"]))
+    readers = _flattened_readers(model, (".".join(path) for path, _ in modules))
     out: dict[str, torch.Tensor] = {}
     stats = dict(_walk(variables.get("batch_stats", {})))
-    for path, leaves in _walk(variables["params"]):
+    for path, leaves in modules:
         module = ".".join(path)
         arrays = {k: np.array(v) for k, v in leaves.items()}  # writable copies for torch
         if "scale" in arrays:
@@ -180,8 +190,8 @@ def flax_to_torch(
         kernel = arrays["kernel"]
         if kernel.ndim == 4:
             weight = kernel.transpose(3, 2, 0, 1)
-        elif module in layouts:
-            h, w = layouts[module]
+        elif module in readers:
+            h, w = MAP_HW
             c = _channels(module, kernel.shape[0], h, w)
             weight = kernel.reshape(h, w, c, -1).transpose(3, 2, 0, 1).reshape(-1, c * h * w)
         else:

@@ -253,8 +253,9 @@ class MLP(nn.Module):
 class ConvFeatures(nn.Module):
     """Two conv blocks (k x k conv, BN, ReLU, 2x2 max pool) and a Dense-BN-ReLU layer.
 
-    Input NHWC (N, 14, 14, C); output (N, hidden). Shared by `cnn` (C=2, both digits as
-    channels) and the Siamese branch (C=1, one digit).
+    Input NHWC (N, 14, 14, C); output (N, hidden), or with `hidden=0` (no Dense layer) the
+    flattened (N, 3 * 3 * c2) map. Shared by `cnn` (C=2, both digits as channels) and the
+    Siamese branch (C=1, one digit).
     """
 
     channels: tuple[int, int] = (32, 64)
@@ -273,6 +274,10 @@ class ConvFeatures(nn.Module):
                 x = nn.relu(bn(f"bn{k}_{i}")(conv(c, c, f"conv{k}_{i}")(x)))
             x = _max_pool(x)
         x = x.reshape(x.shape[0], -1)  # (N, 3*3*c2) in (H, W, C) order
+        if self.hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (0: no Dense layer), got {self.hidden}")
+        if not self.hidden:
+            return x
         x = _dense(self.hidden, x.shape[-1], "fc1")(x)
         return nn.relu(bn("bn3")(x))
 
@@ -288,13 +293,18 @@ class CNN(nn.Module):
     batchnorm: bool = True
     width: int = 32  # conv channels (width, 2 * width)
     kernel_size: int = 3  # conv kernels k x k
+    hidden: int = 100  # the Dense layer after the convs (0: none)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
         x = jnp.transpose(normalize(x), (0, 2, 3, 1))  # NCHW -> NHWC
         channels = (self.width, 2 * self.width)
         features = ConvFeatures(
-            channels, batchnorm=self.batchnorm, kernel_size=self.kernel_size, name="features"
+            channels,
+            hidden=self.hidden,
+            batchnorm=self.batchnorm,
+            kernel_size=self.kernel_size,
+            name="features",
         )
         h = features(x, train)
         h = nn.Dropout(self.dropout, deterministic=not train)(h)
@@ -313,12 +323,14 @@ class DigitBranch(nn.Module):
     depth: int = 1
     width: int = 32  # conv channels (width, 2 * width)
     kernel_size: int = 3  # conv kernels k x k
+    hidden: int = 100  # the Dense layer after the convs (0: none)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         channels = (self.width, 2 * self.width)
         features = ConvFeatures(
             channels,
+            hidden=self.hidden,
             batchnorm=self.batchnorm,
             depth=self.depth,
             kernel_size=self.kernel_size,
@@ -351,6 +363,7 @@ class Siamese(nn.Module):
     batchnorm: bool = True
     width: int = 32  # conv channels (width, 2 * width)
     kernel_size: int = 3  # conv kernels k x k
+    hidden: int = 100  # the Dense layer after the convs (0: none)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array | None]:
@@ -362,6 +375,7 @@ class Siamese(nn.Module):
             self.batchnorm,
             width=self.width,
             kernel_size=self.kernel_size,
+            hidden=self.hidden,
             name="branch",
         )
         d = branch(digits, train)  # (2B, 10)
@@ -412,13 +426,20 @@ class SiameseExact(nn.Module):
     depth: int = 1  # deeper branches: conv layers per block (see ConvFeatures)
     width: int = 32  # conv channels (width, 2 * width)
     kernel_size: int = 3  # conv kernels k x k
+    hidden: int = 100  # the Dense layer after the convs (0: none)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> tuple[jax.Array, jax.Array]:
         b = x.shape[0]
         digits = normalize(x).reshape(2 * b, 14, 14, 1)
         branch = DigitBranch(
-            self.dropout, self.batchnorm, self.depth, self.width, self.kernel_size, name="branch"
+            self.dropout,
+            self.batchnorm,
+            self.depth,
+            self.width,
+            self.kernel_size,
+            self.hidden,
+            name="branch",
         )
         d = branch(digits, train).reshape(b, 2, 10)
         return comparison_logit(d[:, 0], d[:, 1]), d

@@ -21,11 +21,14 @@ BATCH = 8
 MOMENTUM = 0.1  # torch's BatchNorm momentum; Flax's is 1 - 0.1
 # (model, architecture hparams): every registered model as built by default, and the options
 # found by scripts/arch_gap.py: conv width (64/128 for cnn; 16/32 elsewhere keeps the suite fast),
-# 5x5 kernels
-# and the Siamese head input ("bnrelu" adds the branch_bn layer).
+# 5x5 kernels, no Dense layer after the convs (hidden=0: the classifiers read the flattened map,
+# so their weights take the NCHW/NHWC flatten permutation) and the Siamese head input ("bnrelu"
+# adds the branch_bn layer).
 CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in MODEL_NAMES] + [
     ("cnn", {"width": 64}),
     ("cnn", {"width": 16, "kernel_size": 5}),
+    ("cnn_aux", {"width": 16, "hidden": 0}),
+    ("siamese_exact", {"width": 16, "hidden": 0}),
     ("siamese", {"head_input": "bnrelu", "width": 16}),
     ("siamese_aux", {"head_input": "logits"}),
 ]
@@ -167,10 +170,13 @@ def test_train_outputs_and_running_statistics_agree(
     torch_vars = {p: s["var"] for p, s in _by_path(torch_stats).items()}
     assert_close(corrected, torch_vars, precision.tol, check="running var after 1 step (n/(n-1))")
     # ... and without the factor they do not (so the check above is not vacuous): the gap,
-    # (1 - m) * var / (n - 1), is far above the tolerance at least where n is the batch size.
+    # (1 - m) * var / (n - 1), is far above the tolerance where n is the batch size (the
+    # BatchNorm1d layers). A model with hidden=0 may have only conv BatchNorms, where n is
+    # batch * H * W and the gap is smaller; it must still exceed the tolerance.
     raw = {p: s["var"] for p, s in _by_path(flax_stats).items()}
     gap = max(float(np.abs(raw[p] - np.asarray(torch_vars[p])).max()) for p in raw)
-    assert gap > 100 * precision.tol.abs, gap
+    has_bn1d = any(isinstance(m, nn.BatchNorm1d) for m in tmodel.modules())
+    assert gap > (100 if has_bn1d else 2) * precision.tol.abs, gap
 
 
 def _by_path(stats: dict, prefix: str = "") -> dict[str, dict]:

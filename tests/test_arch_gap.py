@@ -3,11 +3,13 @@ builds its variants and renders the table of the committed results."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -40,3 +42,21 @@ def test_table_lists_every_committed_result() -> None:
         name = path.stem.rsplit("_", 2)[0]
         assert f"| {name} |" in text, name
     assert "nan" not in text
+
+
+def test_search_trains_like_train_run(tmp_path, mnist_dir, monkeypatch) -> None:
+    """The search's vmapped, scanned epochs draw each seed's data, init and order as
+    train.train_run does: the same errors up to float rounding (a few pairs of 1,000)."""
+    from jaxdl import models, train
+
+    # The harness registers its variants in jaxdl.models.MODELS: on a copy, for this test only.
+    monkeypatch.setattr(models, "MODELS", dict(models.MODELS))
+
+    arch_gap.search(tmp_path, runs=2, first=3, budget_s=60, only=["mlp_base"], epochs=2)
+    rows = [json.loads(line) for line in (tmp_path / "mlp_base_221_bs50.jsonl").open()]
+    assert [r["seed"] for r in rows] == [3, 4]
+    cfg = arch_gap.recipe_config("mlp_base", "221", 50).replace(epochs=2)
+    for row in rows:
+        ref = train.train_run(cfg, row["seed"])
+        np.testing.assert_allclose(row["test"], ref["test_error"], atol=0.006)
+        np.testing.assert_allclose(row["train"], ref["train_error"], atol=0.006)

@@ -88,6 +88,9 @@ BAD_FLAGS = [
     (["--width", "64", "--model", "cnn", "mlp"], "--width: mlp has no convolutions"),
     (["--kernel-size", "4"], "--kernel-size"),
     (["--kernel-size", "5", "--model", "mlp"], "--kernel-size: mlp has no convolutions"),
+    (["--hidden", "0", "--model", "mlp"], "--hidden: mlp has no convolutions"),
+    (["--hidden", "-1"], "--hidden: must not be negative, got -1"),
+    (["--hidden", "x"], "--hidden: expected an integer, got 'x'"),
     (["--head-input", "sigmoid"], "--head-input"),
     (["--head-input", "bnrelu"], "--head-input: only siamese and siamese_aux"),  # siamese_exact
     (["--head-input", "logits", "--model", "siamese", "cnn"], "--head-input: only siamese"),
@@ -143,15 +146,17 @@ def test_defaults_are_the_documented_ones():
 
 def test_architecture_flags_reach_the_config_and_the_checkpoint_check(tmp_path):
     argv = ["--model", "siamese", "siamese_aux", "--width", "64", "--head-input", "bnrelu"]
-    argv += ["--kernel-size", "5"]
+    argv += ["--kernel-size", "5", "--hidden", "0"]
     args = cli.parse_args(argv)
-    got = {(c.width, c.kernel_size, c.head_input) for c in cli.configs_from_args(args)}
-    assert got == {(64, 5, "bnrelu")}
+    got = {(c.width, c.kernel_size, c.hidden, c.head_input) for c in cli.configs_from_args(args)}
+    assert got == {(64, 5, 0, "bnrelu")}
     flags = cli.training_flags("flax", args)
-    assert (flags["width"], flags["kernel_size"], flags["head_input"]) == (64, 5, "bnrelu")
+    assert (flags["width"], flags["kernel_size"], flags["hidden"]) == (64, 5, 0)
+    assert flags["head_input"] == "bnrelu"
     for change, flag in (
         (["--width", "16"], "--width"),
         (["--kernel-size", "3"], "--kernel-size"),
+        (["--hidden", "100"], "--hidden"),
         (["--head-input", "logits"], "--head-input"),
     ):
         other = cli.training_flags("flax", cli.parse_args([*argv, *change]))
@@ -160,7 +165,8 @@ def test_architecture_flags_reach_the_config_and_the_checkpoint_check(tmp_path):
         assert exc.value.flag == flag.removeprefix("--").replace("-", "_")
     # A checkpoint from before these flags existed was written with their defaults.
     default = cli.training_flags("flax", cli.parse_args(["--model", "siamese"]))
-    older = {k: v for k, v in default.items() if k not in ("width", "kernel_size", "head_input")}
+    later = ("width", "kernel_size", "hidden", "head_input")
+    older = {k: v for k, v in default.items() if k not in later}
     checkpoint.check_flags(older, default, tmp_path)
     with pytest.raises(checkpoint.FlagMismatch, match="--width 32, not --width 64"):
         checkpoint.check_flags(older, {**default, "width": 64}, tmp_path)

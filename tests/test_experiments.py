@@ -91,7 +91,7 @@ def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mn
     tables = experiments.write_outputs(plan, runs, out)
     assert "The report's rows with the architecture options" in tables
     assert experiments.cli_flags({"width": 64, "kernel_size": 5}) == "--width 64 --kernel-size 5"
-    assert "| cnn --width 64 --kernel-size 5 | 0.4 | 5 | 2/2 |" in tables
+    assert f"| cnn {experiments.cli_flags(experiments.ARCH_CNN)} | 0.4 | 5 | 2/2 |" in tables
     assert "| 25.79 |" in tables  # the report's cnn row at 5 epochs beside ours
     siamese_row = "| Weight Sharing (siamese --width 64 --head-input bnrelu) | 6 | 2/2 |"
     assert siamese_row in tables and "| 12.77 |" in tables

@@ -32,6 +32,10 @@ VARIANTS = [
     ("siamese_exact", {"width": 16}, 35_006),
     ("cnn", {"width": 64, "kernel_size": 5}, 324_177),  # scripts/arch_gap.py's cnn_k5c64
     ("siamese_exact", {"width": 16, "kernel_size": 5}, 43_454),
+    # The `arch` section's Legacy CNN: 96/192 channels, 5x5, no hidden Dense (arch_gap's
+    # cnn_k5c96h0): conv 4,896 + 460,992, BN 192 + 384, fc_out 1,729.
+    ("cnn", {"width": 96, "kernel_size": 5, "hidden": 0}, 468_193),
+    ("siamese_aux", {"width": 16, "hidden": 0}, 9_323),  # fc_out 288 -> 10
 ]
 CASES = [(name, {}, count) for name, count in PARAM_COUNTS.items()] + VARIANTS
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw, _ in CASES]
@@ -159,13 +163,16 @@ def test_default_options_build_the_default_models():
     assert config.TrainConfig().model_hparams() == {}
     assert config.TrainConfig(width=64, depth=2).model_hparams() == {"depth": 2, "width": 64}
     assert config.TrainConfig(kernel_size=5).model_hparams() == {"kernel_size": 5}
+    assert config.TrainConfig(hidden=0).model_hparams() == {"hidden": 0}
     # Every option reaches the model that training builds (train.build and torch's build).
-    options = {"width": 16, "kernel_size": 5, "head_input": "bnrelu"}
+    options = {"width": 16, "kernel_size": 5, "hidden": 0, "head_input": "bnrelu"}
     built = train.build(config.TrainConfig(model="siamese", **options))[0]
     assert built == models.create_model("siamese", **options)
     torch_built = ttrain.create_model(config.TrainConfig(model="siamese", **options))
     assert torch_built.branch.features.conv2.kernel_size == (5, 5)
     assert torch_built.branch.features.conv2.out_channels == 32
+    assert torch_built.branch.fc_out.in_features == 32 * 3 * 3  # hidden=0: the flattened map
+    assert models.CNN.hidden == config.TrainConfig.hidden == 100
     assert models.CNN.kernel_size == tmodels_default_kernel() == config.TrainConfig.kernel_size
     assert config.HEAD_INPUTS[0] == models.Siamese.head_input == "softmax"
     assert models.CNN.width == config.TrainConfig.width == 32
@@ -243,6 +250,14 @@ def test_even_kernel_sizes_are_refused_by_both_frameworks():
         models.create_model("cnn", kernel_size=4).init(jax.random.PRNGKey(0), x)
     with pytest.raises(ValueError, match="kernel_size must be an odd positive integer, got 4"):
         tmodels.create_model("cnn", kernel_size=4)
+
+
+def test_negative_hidden_is_refused_by_both_frameworks():
+    x = jnp.zeros((1, 2, 14, 14))
+    with pytest.raises(ValueError, match="hidden must be >= 0 \\(0: no Dense layer\\), got -1"):
+        models.create_model("cnn", hidden=-1).init(jax.random.PRNGKey(0), x)
+    with pytest.raises(ValueError, match="hidden must be >= 0 \\(0: no Dense layer\\), got -1"):
+        tmodels.create_model("cnn", hidden=-1)
 
 
 def tmodels_default_kernel() -> int:

@@ -72,7 +72,8 @@ class MLP(nn.Module):
 class ConvFeatures(nn.Module):
     """Two conv blocks (k x k conv, BN, ReLU, 2x2 max pool) and a Linear-BN-ReLU layer.
 
-    Input NCHW (N, C, 14, 14); output (N, hidden).
+    Input NCHW (N, C, 14, 14); output (N, hidden), or with `hidden=0` (no Linear) the flattened
+    (N, c2 * 3 * 3) map; `out_features` is that width.
     """
 
     def __init__(
@@ -87,6 +88,8 @@ class ConvFeatures(nn.Module):
         super().__init__()
         if kernel_size % 2 != 1 or kernel_size < 1:
             raise ValueError(f"kernel_size must be an odd positive integer, got {kernel_size}")
+        if hidden < 0:
+            raise ValueError(f"hidden must be >= 0 (0: no Dense layer), got {hidden}")
         c1, c2 = channels
         k, p = kernel_size, kernel_size // 2  # "same" convolutions: the spatial size is kept
         self.depth = depth
@@ -99,8 +102,11 @@ class ConvFeatures(nn.Module):
             for i in range(2, depth + 1):
                 setattr(self, f"conv{j}_{i}", nn.Conv2d(c, c, kernel_size=k, padding=p))
                 setattr(self, f"bn{j}_{i}", _norm(batchnorm, nn.BatchNorm2d, c))
-        self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
-        self.bn3 = _norm(batchnorm, nn.BatchNorm1d, hidden)
+        self.hidden = hidden
+        self.out_features = hidden or c2 * 3 * 3  # hidden=0: the flattened map, no Linear
+        if hidden:
+            self.fc1 = nn.Linear(c2 * 3 * 3, hidden)
+            self.bn3 = _norm(batchnorm, nn.BatchNorm1d, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for k in (1, 2):
@@ -109,6 +115,8 @@ class ConvFeatures(nn.Module):
                 x = F.relu(getattr(self, f"bn{k}_{i}")(getattr(self, f"conv{k}_{i}")(x)))
             x = F.max_pool2d(x, 2)
         x = x.reshape(x.shape[0], -1)  # (N, c2*3*3) in (C, H, W) order
+        if not self.hidden:
+            return x
         return F.relu(self.bn3(self.fc1(x)))
 
 
@@ -125,16 +133,17 @@ class CNN(nn.Module):
         batchnorm: bool = True,
         width: int = 32,
         kernel_size: int = 3,
+        hidden: int = 100,
     ):
         super().__init__()
         self.aux = aux
         self.features = ConvFeatures(
-            2, (width, 2 * width), batchnorm=batchnorm, kernel_size=kernel_size
+            2, (width, 2 * width), hidden, batchnorm=batchnorm, kernel_size=kernel_size
         )
         self.dropout = nn.Dropout(dropout)
-        self.fc_out = nn.Linear(100, 1)
+        self.fc_out = nn.Linear(self.features.out_features, 1)
         if aux:
-            self.fc_aux = nn.Linear(100, 20)
+            self.fc_aux = nn.Linear(self.features.out_features, 20)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         h = self.dropout(self.features(normalize(x)))
@@ -154,14 +163,15 @@ class DigitBranch(nn.Module):
         depth: int = 1,
         width: int = 32,
         kernel_size: int = 3,
+        hidden: int = 100,
     ):
         super().__init__()
         channels = (width, 2 * width)
         self.features = ConvFeatures(
-            1, channels, batchnorm=batchnorm, depth=depth, kernel_size=kernel_size
+            1, channels, hidden, batchnorm=batchnorm, depth=depth, kernel_size=kernel_size
         )
         self.dropout = nn.Dropout(dropout)
-        self.fc_out = nn.Linear(100, 10)
+        self.fc_out = nn.Linear(self.features.out_features, 10)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc_out(self.dropout(self.features(x)))
@@ -185,6 +195,7 @@ class Siamese(nn.Module):
         batchnorm: bool = True,
         width: int = 32,
         kernel_size: int = 3,
+        hidden: int = 100,
     ):
         super().__init__()
         if head_input not in HEAD_INPUTS:
@@ -192,7 +203,9 @@ class Siamese(nn.Module):
             raise ValueError(f"unknown head_input {head_input!r}; choose from {choices}")
         self.aux = aux
         self.head_input = head_input
-        self.branch = DigitBranch(dropout, batchnorm, width=width, kernel_size=kernel_size)
+        self.branch = DigitBranch(
+            dropout, batchnorm, width=width, kernel_size=kernel_size, hidden=hidden
+        )
         if head_input == "bnrelu":
             self.branch_bn = _norm(batchnorm, nn.BatchNorm1d, 10)
         self.head_fc1 = nn.Linear(20, head_hidden)
@@ -240,9 +253,10 @@ class SiameseExact(nn.Module):
         depth: int = 1,
         width: int = 32,
         kernel_size: int = 3,
+        hidden: int = 100,
     ):
         super().__init__()
-        self.branch = DigitBranch(dropout, batchnorm, depth, width, kernel_size)
+        self.branch = DigitBranch(dropout, batchnorm, depth, width, kernel_size, hidden)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = x.shape[0]
