@@ -18,7 +18,11 @@ import arch_gap  # noqa: E402  (scripts/ is not a package)
 
 
 @pytest.mark.parametrize(
-    "name", ["mlp_h512", "mlp_d06", "cnn_k5c64", "sia_c64bn10", "sia_bn10_drophead"]
+    "name",
+    [
+        *("mlp_h512", "mlp_d06", "mlp_h512x3", "cnn_k5c64", "cnn_k5c96h0"),
+        *("sia_c64bn10", "sia_c96bn10", "sia_bn10_drophead"),
+    ],
 )
 def test_variant_gives_one_logit_per_pair(name: str) -> None:
     model = arch_gap.VARIANTS[name](dropout=0.4, batchnorm=True)  # as jaxdl.train.build calls it
