@@ -84,7 +84,7 @@ REPORT_33: dict[str, tuple[float, float]] = {
 SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221", "arch")
 # `arch`: the options that closed most of the gap in scripts/arch_gap.py (docs/RESULTS.md).
 ARCH_CNN = {"width": 96, "kernel_size": 5, "hidden": 0}
-ARCH_SIAMESE = {"width": 64, "head_input": "bnrelu"}
+ARCH_SIAMESE = {"width": 96, "head_input": "bnrelu"}
 
 
 def cli_flags(options: dict[str, Any]) -> str:

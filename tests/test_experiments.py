@@ -93,7 +93,8 @@ def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mn
     assert experiments.cli_flags({"width": 64, "kernel_size": 5}) == "--width 64 --kernel-size 5"
     assert f"| cnn {experiments.cli_flags(experiments.ARCH_CNN)} | 0.4 | 5 | 2/2 |" in tables
     assert "| 25.79 |" in tables  # the report's cnn row at 5 epochs beside ours
-    siamese_row = "| Weight Sharing (siamese --width 64 --head-input bnrelu) | 6 | 2/2 |"
+    siamese_flags = experiments.cli_flags(experiments.ARCH_SIAMESE)
+    siamese_row = f"| Weight Sharing (siamese {siamese_flags}) | 6 | 2/2 |"
     assert siamese_row in tables and "| 12.77 |" in tables
     assert (out / "arch_s231.png").stat().st_size > 0
     assert len(list((out / "cache").iterdir())) == 6  # 3 recipes x 2 runs
