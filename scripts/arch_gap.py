@@ -9,6 +9,8 @@ docs/RESULTS.md ("Why cnn and siamese trail the report").
     python scripts/arch_gap.py run sia_c64bn10 231 --runs 10     # appends one line per run
     python scripts/arch_gap.py table                              # Markdown table of every file
     python scripts/arch_gap.py offset     # 2.3.1's rows read at epochs e - 1, e, e + 1 (cache)
+    python scripts/arch_gap.py search     # SEARCH, 20 seeds (100..) each, batched: for a GPU
+    python scripts/arch_gap.py table --dir docs/results/arch_gap/search
 
 RECIPE 221: Adam 1e-3 constant, no weight decay, 80 epochs (section 2.2.1: rows 5/25/50/80);
 RECIPE 231: Adam 1e-3 + L2 0.01, SGDR (T_0 = 5, per epoch), 45 epochs (2.3.1: 6/10/15/35/45).
