@@ -34,6 +34,7 @@ LATER_FLAGS: dict[str, Any] = {
     "width": 32,
     "kernel_size": 3,
     "hidden": 100,
+    "mlp_hidden": [128, 64],
     "head_input": "softmax",
 }
 

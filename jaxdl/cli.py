@@ -199,6 +199,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "the flattened conv map goes to the classifier (default: %(default)s)",
     )
     p.add_argument(
+        "--mlp-hidden",
+        type=_positive_int,
+        nargs="+",
+        default=list(d.mlp_hidden),
+        metavar="N",
+        help="the hidden layer sizes of mlp, e.g. --mlp-hidden 1024 512 (default: 128 64)",
+    )
+    p.add_argument(
         "--head-input",
         choices=HEAD_INPUTS,
         default=d.head_input,
@@ -279,6 +287,8 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --kernel-size: mlp has no convolutions; leave it out of --model")
     if args.hidden != DEFAULTS.hidden and not set(args.model) <= set(WIDTH_MODELS):
         parser.error("argument --hidden: mlp has no convolutions; leave it out of --model")
+    if tuple(args.mlp_hidden) != DEFAULTS.mlp_hidden and set(args.model) != {"mlp"}:
+        parser.error("argument --mlp-hidden: only mlp has these layers; use it with --model mlp")
     if args.head_input != DEFAULTS.head_input and not set(args.model) <= set(HEAD_INPUT_MODELS):
         parser.error("argument --head-input: only siamese and siamese_aux have a learned head")
     if args.resume and args.checkpoint_dir is None:
@@ -339,6 +349,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             width=args.width,
             kernel_size=args.kernel_size,
             hidden=args.hidden,
+            mlp_hidden=tuple(args.mlp_hidden),
             head_input=args.head_input,
             shift=args.shift,
             repair=args.repair,

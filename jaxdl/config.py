@@ -59,6 +59,7 @@ class TrainConfig:
     width: int = 32  # conv channels (width, 2 * width) of every model but mlp
     kernel_size: int = 3  # conv kernels k x k (odd; padding k // 2) of every model but mlp
     hidden: int = 100  # the Dense(-BN-ReLU) layer after the convs of every model but mlp; 0: none
+    mlp_hidden: tuple[int, ...] = (128, 64)  # the mlp's hidden layer sizes (its `hidden`)
     head_input: str = "softmax"  # siamese / siamese_aux head input, one of HEAD_INPUTS
     # Training-set augmentation (jaxdl only; off by default, see docs/RESULTS.md): every
     # training digit shifted by up to `shift` pixels each step; the training digits re-paired
@@ -83,11 +84,14 @@ class TrainConfig:
         """The architecture options for `create_model`, each only where it is not its default
         (the models that do not have an option do not take it)."""
         defaults = TrainConfig()
-        return {
+        options = {
             k: getattr(self, k)
             for k in ("depth", "width", "kernel_size", "hidden", "head_input")
             if getattr(self, k) != getattr(defaults, k)
         }
+        if tuple(self.mlp_hidden) != defaults.mlp_hidden:  # the MLP constructor's `hidden`
+            options["hidden"] = tuple(self.mlp_hidden)
+        return options
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

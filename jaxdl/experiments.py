@@ -86,14 +86,22 @@ SECTIONS = ("p2", "beat", "s231", "s241", "ablations", "s221", "arch")
 # GPU search (seeds 100-119) and confirmed on the tables' seeds 0-9 (docs/RESULTS.md).
 ARCH_CNN = {"width": 96, "kernel_size": 5, "hidden": 0}
 ARCH_SIAMESE = {"width": 96, "head_input": "bnrelu"}
+# The MLP with the search's best 5- and 25-epoch rows; a batch of 100 with it (docs/RESULTS.md).
+ARCH_MLP = {"mlp_hidden": (1024, 512), "batch_size": 100}
 
 
 def cli_flags(options: dict[str, Any]) -> str:
-    """Architecture options as the CLI's flags: {"kernel_size": 5} -> "--kernel-size 5"."""
-    return " ".join(f"--{k.replace('_', '-')} {v}" for k, v in options.items())
+    """Options as the CLI's flags: {"kernel_size": 5} -> "--kernel-size 5", and a tuple as the
+    flag's several values: {"mlp_hidden": (1024, 512)} -> "--mlp-hidden 1024 512"."""
+
+    def value(v: Any) -> str:
+        return " ".join(map(str, v)) if isinstance(v, tuple | list) else str(v)
+
+    return " ".join(f"--{k.replace('_', '-')} {value(v)}" for k, v in options.items())
 
 
 # The `arch` cells' names (and table labels) come from the options, so they cannot drift apart.
+ARCH_S221_MLP = f"s221 mlp {cli_flags(ARCH_MLP)}"
 ARCH_S221_CNN = f"s221 cnn {cli_flags(ARCH_CNN)}"
 ARCH_S231_CNN = f"s231 cnn {cli_flags(ARCH_CNN)}"
 ARCH_S231_SIAMESE = f"s231 siamese {cli_flags(ARCH_SIAMESE)}"
@@ -381,6 +389,7 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
             legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
             curve = curves.replace(epochs=scale.curve_epochs)
             cells += [
+                Cell("arch", ARCH_S221_MLP, legacy.replace(model="mlp", **ARCH_MLP)),
                 Cell("arch", ARCH_S221_CNN, legacy.replace(model="cnn", **ARCH_CNN)),
                 Cell("arch", ARCH_S231_CNN, curve.replace(model="cnn", **ARCH_CNN)),
                 Cell("arch", ARCH_S231_SIAMESE, curve.replace(model="siamese", **ARCH_SIAMESE)),
@@ -792,8 +801,11 @@ def write_outputs(plan: Plan, runs: dict[str, list[dict[str, Any]]], out_dir: Pa
         )
     if "arch" in sections:
         md.append("## The report's rows with the architecture options\n")
-        cnn, sia = cli_flags(ARCH_CNN), cli_flags(ARCH_SIAMESE)
-        rows = [(f"cnn {cnn}", f"arch/{ARCH_S221_CNN}", "cnn", 0.4)]
+        mlp, cnn, sia = cli_flags(ARCH_MLP), cli_flags(ARCH_CNN), cli_flags(ARCH_SIAMESE)
+        rows = [
+            (f"mlp {mlp}", f"arch/{ARCH_S221_MLP}", "mlp", 0.4),
+            (f"cnn {cnn}", f"arch/{ARCH_S221_CNN}", "cnn", 0.4),
+        ]
         md.append(table_221(runs, scale.s221_epochs, rows) + "\n")
         rows_231 = [
             (f"Legacy CNN (cnn {cnn})", f"arch/{ARCH_S231_CNN}", "cnn"),

@@ -28,6 +28,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [(name, {}) for name in MODEL_NAMES] +
     ("cnn", {"width": 64}),
     ("cnn", {"width": 16, "kernel_size": 5}),
     ("cnn_aux", {"width": 16, "hidden": 0}),
+    ("mlp", {"hidden": (64, 32, 16)}),
     ("siamese_exact", {"width": 16, "hidden": 0}),
     ("siamese", {"head_input": "bnrelu", "width": 16}),
     ("siamese_aux", {"head_input": "logits"}),

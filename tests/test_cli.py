@@ -91,6 +91,8 @@ BAD_FLAGS = [
     (["--hidden", "0", "--model", "mlp"], "--hidden: mlp has no convolutions"),
     (["--hidden", "-1"], "--hidden: must not be negative, got -1"),
     (["--hidden", "x"], "--hidden: expected an integer, got 'x'"),
+    (["--mlp-hidden", "256", "128"], "--mlp-hidden: only mlp has these layers"),  # siamese_exact
+    (["--model", "mlp", "--mlp-hidden", "0"], "--mlp-hidden: must be a positive integer, got 0"),
     (["--head-input", "sigmoid"], "--head-input"),
     (["--head-input", "bnrelu"], "--head-input: only siamese and siamese_aux"),  # siamese_exact
     (["--head-input", "logits", "--model", "siamese", "cnn"], "--head-input: only siamese"),
@@ -142,6 +144,21 @@ def test_defaults_are_the_documented_ones():
         "sgdr",
         "auto",
     )
+
+
+def test_mlp_hidden_reaches_the_config_and_the_checkpoint_check(tmp_path):
+    args = cli.parse_args(["--model", "mlp", "--mlp-hidden", "1024", "512"])
+    assert [c.mlp_hidden for c in cli.configs_from_args(args)] == [(1024, 512)]
+    flags = cli.training_flags("flax", args)
+    assert flags["mlp_hidden"] == [1024, 512]  # as it is written to (and read from) JSON
+    default = cli.training_flags("flax", cli.parse_args(["--model", "mlp"]))
+    with pytest.raises(
+        checkpoint.FlagMismatch, match="--mlp-hidden 128 64, not --mlp-hidden 1024 512"
+    ):
+        checkpoint.check_flags(default, flags, tmp_path)
+    # A checkpoint from before the flag existed was written with the default sizes.
+    older = {k: v for k, v in default.items() if k != "mlp_hidden"}
+    checkpoint.check_flags(older, json.loads(json.dumps(default)), tmp_path)
 
 
 def test_architecture_flags_reach_the_config_and_the_checkpoint_check(tmp_path):

@@ -91,10 +91,14 @@ def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mn
     tables = experiments.write_outputs(plan, runs, out)
     assert "The report's rows with the architecture options" in tables
     assert experiments.cli_flags({"width": 64, "kernel_size": 5}) == "--width 64 --kernel-size 5"
+    assert experiments.cli_flags({"mlp_hidden": (8, 4)}) == "--mlp-hidden 8 4"
     assert f"| cnn {experiments.cli_flags(experiments.ARCH_CNN)} | 0.4 | 5 | 2/2 |" in tables
     assert "| 25.79 |" in tables  # the report's cnn row at 5 epochs beside ours
     siamese_flags = experiments.cli_flags(experiments.ARCH_SIAMESE)
     siamese_row = f"| Weight Sharing (siamese {siamese_flags}) | 6 | 2/2 |"
     assert siamese_row in tables and "| 12.77 |" in tables
     assert (out / "arch_s231.png").stat().st_size > 0
-    assert len(list((out / "cache").iterdir())) == 6  # 3 recipes x 2 runs
+    mlp_row = f"| mlp {experiments.cli_flags(experiments.ARCH_MLP)} | 0.4 | 5 | 2/2 |"
+    assert mlp_row in tables and "| 20.34 |" in tables  # the report's mlp row at 5 epochs
+    assert configs[experiments.ARCH_S221_MLP].model_hparams() == {"hidden": (1024, 512)}
+    assert len(list((out / "cache").iterdir())) == 8  # 4 recipes x 2 runs

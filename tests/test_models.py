@@ -35,7 +35,9 @@ VARIANTS = [
     # The `arch` section's Legacy CNN: 96/192 channels, 5x5, no hidden Dense (arch_gap's
     # cnn_k5c96h0): conv 4,896 + 460,992, BN 192 + 384, fc_out 1,729.
     ("cnn", {"width": 96, "kernel_size": 5, "hidden": 0}, 468_193),
-    ("siamese_aux", {"width": 16, "hidden": 0}, 9_323),  # fc_out 288 -> 10
+    ("siamese_aux", {"width": 16, "hidden": 0}, 9_323),
+    # The `arch` section's MLP (--mlp-hidden 1024 512): 392*1024 + 1024*512 + 512 + biases + BN.
+    ("mlp", {"hidden": (1024, 512)}, 930_817),  # fc_out 288 -> 10
 ]
 CASES = [(name, {}, count) for name, count in PARAM_COUNTS.items()] + VARIANTS
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw, _ in CASES]
@@ -164,6 +166,11 @@ def test_default_options_build_the_default_models():
     assert config.TrainConfig(width=64, depth=2).model_hparams() == {"depth": 2, "width": 64}
     assert config.TrainConfig(kernel_size=5).model_hparams() == {"kernel_size": 5}
     assert config.TrainConfig(hidden=0).model_hparams() == {"hidden": 0}
+    # The MLP's layer sizes reach its constructor's `hidden`.
+    mlp = config.TrainConfig(model="mlp", mlp_hidden=(16, 8))
+    assert mlp.model_hparams() == {"hidden": (16, 8)}
+    assert train.build(mlp)[0] == models.create_model("mlp", hidden=(16, 8))
+    assert ttrain.create_model(mlp).hidden == (16, 8)
     # Every option reaches the model that training builds (train.build and torch's build).
     options = {"width": 16, "kernel_size": 5, "hidden": 0, "head_input": "bnrelu"}
     built = train.build(config.TrainConfig(model="siamese", **options))[0]
