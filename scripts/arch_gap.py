@@ -249,6 +249,10 @@ SEARCH: list[tuple[str, str, int]] = [
     ("sia_c64bn10", "231", 50),
     *[("sia_c64bn10", "231", b) for b in (100, 200)],
     *[(v, "231", 50) for v in ("sia_c96bn10", "sia_k5c64bn10")],
+    # A later round on the dev CPU (17:29-17:40 UTC; vmapped Dense layers are slow there, ~5 min
+    # an entry): the MLP's 25-epoch row, still unmatched after the first round.
+    ("mlp_h1024", "221", 200),
+    ("mlp_h2048", "221", 100),
 ]
 
 
@@ -308,7 +312,8 @@ def search(
     epochs: int | None = None,
 ) -> None:
     """Trains SEARCH (or the entries whose variant is in `only`) in order until `budget_s`
-    seconds have passed; one file per entry, named as `run` names its files."""
+    seconds have passed; one file per entry, named as `run` names its files. An entry whose
+    file is already in `out` is skipped (an interrupted search resumes)."""
     out.mkdir(parents=True, exist_ok=True)
     start = time.time()
     for variant, recipe, batch_size in SEARCH:
@@ -317,9 +322,11 @@ def search(
         if time.time() - start > budget_s:
             print(f"budget of {budget_s:.0f} s spent: stopping before {variant} {recipe}")
             break
+        path = out / f"{variant}_{recipe}_bs{batch_size}.jsonl"
+        if path.exists():
+            continue
         t0 = time.time()
         rows = search_one(variant, recipe, batch_size, runs, first, epochs)
-        path = out / f"{variant}_{recipe}_bs{batch_size}.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
         te = np.array([r["test"] for r in rows]) * 100
         at = " ".join(f"{e}:{te[:, e - 1].mean():.2f}" for e in EPOCHS[recipe] if e <= te.shape[1])
