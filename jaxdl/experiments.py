@@ -388,8 +388,11 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
         elif section == "arch":
             legacy = curves.replace(epochs=scale.s221_epochs, schedule="constant", weight_decay=0.0)
             curve = curves.replace(epochs=scale.curve_epochs)
+            mlp = legacy.replace(model="mlp", **ARCH_MLP)
+            # --quick's few pairs: one batch of all of them rather than none (smoke tests).
+            mlp = mlp.replace(batch_size=min(mlp.batch_size, mlp.nb))
             cells += [
-                Cell("arch", ARCH_S221_MLP, legacy.replace(model="mlp", **ARCH_MLP)),
+                Cell("arch", ARCH_S221_MLP, mlp),
                 Cell("arch", ARCH_S221_CNN, legacy.replace(model="cnn", **ARCH_CNN)),
                 Cell("arch", ARCH_S231_CNN, curve.replace(model="cnn", **ARCH_CNN)),
                 Cell("arch", ARCH_S231_SIAMESE, curve.replace(model="siamese", **ARCH_SIAMESE)),
