@@ -255,10 +255,11 @@ def _counter(fn: Callable[[int], Any], start: int) -> Callable[[], Any]:
 
 
 def _project1_sweep(config: TrainConfig, runs: int, run_s: float, budget: float) -> dict[str, Any]:
-    """A `runs`-run sweep one by one (loop) and batched (vmap, split over all devices).
+    """A `runs`-run sweep one by one (loop), batched (vmap, split over all devices) and, with
+    several devices, sharded one run per device at a time (`train_sweep(runs_per_device=1)`).
 
     The batched sweep is projected from a few timed steps first and only run when the
-    projection is within `budget` times the loop's time; the faster of the two is `chosen`.
+    projection is within `budget` times the loop's time; the fastest is `chosen`.
     """
     cfg = config.replace(runs=runs)
     start = time.perf_counter()
@@ -280,8 +281,15 @@ def _project1_sweep(config: TrainConfig, runs: int, run_s: float, budget: float)
         start = time.perf_counter()
         sweep.train_sweep(cfg, mesh)
         out["batched_s"] = time.perf_counter() - start
-    out["chosen"] = sweep.choose_strategy(loop_s, out["batched_s"])
-    out["best_s"] = min(t for t in (loop_s, out["batched_s"]) if t is not None)
+    out["sharded_s"] = None
+    if mesh.size > 1:
+        # Compiles the one-run-per-device programs first (as the loop's were, by the run).
+        sweep.time_batched_step(cfg.replace(runs=mesh.size), mesh, repeats=1)
+        start = time.perf_counter()
+        sweep.train_sweep(cfg, mesh, runs_per_device=1)
+        out["sharded_s"] = time.perf_counter() - start
+    out["chosen"] = sweep.choose_strategy(loop_s, out["batched_s"], out["sharded_s"])
+    out["best_s"] = min(t for t in (loop_s, out["batched_s"], out["sharded_s"]) if t is not None)
     return out
 
 
@@ -627,10 +635,11 @@ def format_table(record: dict[str, Any]) -> str:
                 if sw["batched_s"] is not None
                 else f"not run, projected {_s(sw['batched_projected_s'])}"
             )
+            sharded = f", sharded {_s(sw['sharded_s'])}" if sw.get("sharded_s") is not None else ""
             rows.append(
                 [
                     f"P-I {model}: {sw['runs']}-run sweep ({sw['chosen']}; "
-                    f"loop {_s(sw['loop_s'])}, vmap {batched})",
+                    f"loop {_s(sw['loop_s'])}, vmap {batched}{sharded})",
                     *torch_cells(side, "run", sw["runs"]),
                     _s(sw["best_s"]),
                     f"{r['sweep_speedup']:.1f}x",

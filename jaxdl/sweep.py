@@ -148,22 +148,40 @@ def _sweep_programs(aux_weight: float, shift: int, mesh: Mesh) -> tuple[Any, Any
     )
 
 
-def train_sweep(config: TrainConfig, mesh: Mesh | None = None) -> dict[str, Any]:
+def train_sweep(
+    config: TrainConfig, mesh: Mesh | None = None, runs_per_device: int | None = None
+) -> dict[str, Any]:
     """`config.runs` runs of `config.model` trained together, split over `mesh` (vmap per device).
 
     Each run draws its data, initialisation, order and dropout exactly as `train.train_run`;
     the results equal its up to float rounding (vmapped layers compile to other kernels).
+    `runs_per_device`: None trains every run at once (each device a block of runs); k trains
+    them k per device at a time, in groups of k x devices runs. On a multi-core CPU made into
+    one device per core, 1 is the fast choice for the convnets (each core one run's program,
+    no vmapped convolutions; `jaxdl.benchmark` measures it as the `sharded` strategy).
     Returns `train.train_and_evaluate`'s shape: {"runs": [...], "summary": {...}}; `seconds`
     of each run is the sweep's wall time divided by the runs. No checkpoints, no divergence
     location (use the CLI for those); a diverged run shows as non-finite losses.
     """
     if config.repair:
         raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
+    if runs_per_device is not None and runs_per_device < 1:
+        raise ValueError(f"runs_per_device must be at least 1, got {runs_per_device}")
     start = time.perf_counter()
     mesh = mesh if mesh is not None else runs_mesh()
-    runs = config.runs
-    seeds = [config.run_seed(r) for r in range(runs)]
-    state, tr, te, shuffle_keys = _sweep_inputs(config, mesh)
+    group = config.runs if runs_per_device is None else runs_per_device * mesh.size
+    out: list[dict[str, Any]] = []
+    for first in range(0, config.runs, group):
+        out += _train_group(config, range(first, min(first + group, config.runs)), mesh)
+    seconds = time.perf_counter() - start
+    for run in out:
+        run["seconds"] = seconds / config.runs
+    return {"runs": out, "summary": summarize(out)}
+
+
+def _train_group(config: TrainConfig, runs: Sequence[int], mesh: Mesh) -> list[dict[str, Any]]:
+    # The runs `runs` (indices into the config's seeds) trained together over the mesh.
+    state, tr, te, shuffle_keys = _sweep_inputs(config, mesh, runs)
     step, evaluate = _sweep_programs(config.aux_weight, config.shift, mesh)
     batches = _epoch_batches(config.nb, config.batch_size)
     epochs: list[dict[str, np.ndarray]] = []
@@ -187,18 +205,15 @@ def train_sweep(config: TrainConfig, mesh: Mesh | None = None) -> dict[str, Any]
         got["train_error"] = got.pop("train_errors") / config.nb
         got["test_error"] = got.pop("test_errors") / config.nb
         epochs.append(got)
-    seconds = time.perf_counter() - start
-    out = [
+    return [
         {
             "model": config.model,
-            "seed": seed,
-            **{k: [float(e[k][r]) for e in epochs] for k in METRICS},
+            "seed": config.run_seed(run),
+            **{k: [float(e[k][i]) for e in epochs] for k in METRICS},
             "diverged": False,
-            "seconds": seconds / runs,
         }
-        for r, seed in enumerate(seeds)
+        for i, run in enumerate(runs)
     ]
-    return {"runs": out, "summary": summarize(out)}
 
 
 def _to_host(tree: Any) -> Any:
@@ -211,14 +226,17 @@ def _to_host(tree: Any) -> Any:
     return jax.device_get(tree)
 
 
-def _sweep_inputs(config: TrainConfig, mesh: Mesh) -> tuple[Any, Any, Any, jax.Array]:
-    # Every run's state, training and test pairs, stacked (padded) and split over the mesh,
-    # each drawn exactly as train.train_run draws it; and the runs' shuffle keys.
-    runs = config.runs
-    padded = padded_runs(runs, mesh)
+def _sweep_inputs(
+    config: TrainConfig, mesh: Mesh, runs: Sequence[int] | None = None
+) -> tuple[Any, Any, Any, jax.Array]:
+    # The runs' (default: all of the config's) states, training and test pairs, stacked
+    # (padded) and split over the mesh, each drawn exactly as train.train_run draws it; and
+    # the runs' shuffle keys.
+    runs = range(config.runs) if runs is None else runs
+    padded = padded_runs(len(runs), mesh)
     model, tx = train.build(config)
     states, trains, tests, shuffle_keys = [], [], [], []
-    for r in range(runs):
+    for r in runs:
         seed = config.run_seed(r)
         tr, te = train.load_pairs(config, seed)
         init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
@@ -228,7 +246,7 @@ def _sweep_inputs(config: TrainConfig, mesh: Mesh) -> tuple[Any, Any, Any, jax.A
         shuffle_keys.append(shuffle_key)
 
     def stack(items: list[Any]) -> Any:
-        return _pad(jax.tree.map(lambda *xs: jnp.stack(xs), *items), runs, padded)
+        return _pad(jax.tree.map(lambda *xs: jnp.stack(xs), *items), len(runs), padded)
 
     state, tr, te = shard_runs((stack(states), stack(trains), stack(tests)), mesh)
     return state, tr, te, stack(shuffle_keys)
@@ -267,12 +285,14 @@ def _epoch_batches(n: int, batch_size: int) -> Any:
     return batches
 
 
-def choose_strategy(one_by_one_s: float, batched_s: float | None) -> str:
-    """ "loop" or "vmap" (sharded over the mesh): whichever sweep measured faster.
+def choose_strategy(
+    one_by_one_s: float, batched_s: float | None, sharded_s: float | None = None
+) -> str:
+    """ "loop", "vmap" (every run at once, sharded over the mesh) or "sharded" (one run per
+    device at a time): whichever sweep measured fastest.
 
-    `batched_s` None means it was not measured (projected too slow); ties keep the loop, the
-    path with exact train_run numerics.
+    None means not measured (projected too slow, or a single device); ties keep the loop, the
+    path with exact train_run numerics, then vmap.
     """
-    if batched_s is None or batched_s >= one_by_one_s:
-        return "loop"
-    return "vmap"
+    measured = {"loop": one_by_one_s, "vmap": batched_s, "sharded": sharded_s}
+    return min((t, i, name) for i, (name, t) in enumerate(measured.items()) if t is not None)[2]

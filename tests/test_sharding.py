@@ -41,6 +41,9 @@ SCRIPT = textwrap.dedent(
     p1 = {name: sweep.train_sweep(config, mesh)["runs"] for name, mesh in
           (("one", one), ("four", four))}
     p1["train_run"] = [train.train_run(config, r) for r in range(config.runs)]
+    # One run per device at a time over two devices: groups of runs [0, 1], then [2] (padded).
+    two = sweep.runs_mesh(jax.devices()[:2])
+    p1["grouped"] = sweep.train_sweep(config, two, runs_per_device=1)["runs"]
 
     fc = FrameworkConfig(epochs=2, runs=3)
     seeds = [fc.run_seed(r) for r in range(fc.runs)]
@@ -78,9 +81,10 @@ def four_devices() -> dict[str, Any]:
 def test_sharded_sweeps_equal_one_device_sweeps(four_devices: dict[str, Any]) -> None:
     got = four_devices
     assert got["placed"] == 4
-    one, four = got["p1"]["one"], got["p1"]["four"]
+    one, four, grouped = got["p1"]["one"], got["p1"]["four"], got["p1"]["grouped"]
     assert [r["seed"] for r in one] == [r["seed"] for r in four] == [0, 1, 2]
-    for a, b in zip(one, four, strict=True):
+    assert [r["seed"] for r in grouped] == [0, 1, 2]
+    for a, b in [*zip(one, four, strict=True), *zip(one, grouped, strict=True)]:
         # Error counts exactly; losses to float32 rounding (a device's block of runs is
         # another vmap width, which XLA may compile to other kernels).
         assert a["train_error"] == b["train_error"] and a["test_error"] == b["test_error"]
@@ -103,6 +107,11 @@ def test_padding_and_strategy_choice() -> None:
     assert sweep.choose_strategy(10.0, None) == "loop"
     assert sweep.choose_strategy(10.0, 12.0) == "loop"
     assert sweep.choose_strategy(10.0, 3.0) == "vmap"
+    assert sweep.choose_strategy(10.0, None, 9.0) == "sharded"
+    assert sweep.choose_strategy(10.0, 3.0, 9.0) == "vmap"
+    assert sweep.choose_strategy(10.0, 10.0, 10.0) == "loop"  # ties keep the exact path
+    with pytest.raises(ValueError, match="runs_per_device"):
+        sweep.train_sweep(TINY, mesh, runs_per_device=0)
 
 
 MULTI_PROCESS = textwrap.dedent(
