@@ -4,8 +4,9 @@ The runs axis is the one mesh axis, "runs": each device trains its block of runs
 same vmapped program (`shard_map`, no communication between devices), so a sweep's per-run
 results do not depend on how many devices share it. On one device the mesh has one device and
 this is plain `vmap`. Whether batching runs pays depends on the device: on GPUs it does; on
-XLA:CPU vmapped convolutions are far slower than running the runs one by one, so
-`jaxdl.benchmark` measures both and `choose_strategy` keeps the faster.
+XLA:CPU vmapped convolutions are far slower than running the runs one by one, and with one
+device per core, one run per device at a time (`runs_per_device=1`) is a little faster than
+the loop. `jaxdl.benchmark` measures the three and `choose_strategy` keeps the fastest.
 
 Multi-host: call `jax.distributed.initialize()` first in every process; `jax.devices()` then
 lists every host's devices and `runs_mesh()` spans them all (see docs/BENCHMARKS.md).

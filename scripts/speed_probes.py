@@ -10,6 +10,8 @@
     python scripts/speed_probes.py k5-grad xla|im2col  # cnn --width 64 --kernel-size 5 runs
     python scripts/speed_probes.py batch-split [xla]  # one run, each batch split over 2 devices
     python scripts/speed_probes.py two-runs [xla]     # two runs one by one, then one per device
+    python scripts/speed_probes.py sharded-sweep      # 4 runs: loop vs one run per device
+    python scripts/speed_probes.py bn-bound           # a siamese_aux step with / without BatchNorm
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -291,9 +293,52 @@ def devices() -> None:
     )
 
 
+def sharded_sweep(rounds: int = 3) -> None:
+    """Four 25-epoch siamese_aux runs one by one (train_and_evaluate, the loop) and as
+    `train_sweep(runs_per_device=1)` over the two CPU devices, alternately."""
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=4)
+    mesh = sweep.runs_mesh()
+    loop = functools.partial(train.train_and_evaluate, cfg)
+    sharded = functools.partial(sweep.train_sweep, cfg, mesh, runs_per_device=1)
+    sweep.time_batched_step(cfg.replace(runs=mesh.size), mesh, repeats=1)  # compiles
+    train.train_run(cfg.replace(epochs=1), 0)  # compiles
+    for r in range(rounds):
+        times = []
+        for fn in (loop, sharded):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        print(f"round {r}: loop {times[0]:.2f} s, one run per device {times[1]:.2f} s")
+
+
+def bn_bound(rounds: int = 3) -> None:
+    """A siamese_aux step with its BatchNorm layers and without (the batchnorm=False
+    ablation): how much of the step BatchNorm costs, a bound on what fusing it could save."""
+    steps = {}
+    for bn in (True, False):
+        cfg = TrainConfig(model="siamese_aux", batchnorm=bn)
+        model, tx = train.build(cfg)
+        tr, _ = train.load_pairs(cfg, 0)
+        idx = train.epoch_batches(jax.random.PRNGKey(1), cfg.nb, cfg.batch_size)
+        holder = [train.create_train_state(model, tx, jax.random.PRNGKey(0))]
+
+        def step(holder: list = holder, tr: Any = tr, idx: jax.Array = idx) -> Any:
+            holder[0], _ = train.train_batch(holder[0], tr, idx, 0, aux_weight=0.8, shift=0)
+            return holder[0]
+
+        steps["with BatchNorm" if bn else "without"] = step
+    for r in range(rounds):
+        medians = {k: benchmark.time_calls(s, 150, warmup=5).median * 1e3 for k, s in steps.items()}
+        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in medians.items()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    two_device_probes = {"batch-split": batch_split, "two-runs": two_runs}
+    two_device_probes = {
+        "batch-split": batch_split,
+        "two-runs": two_runs,
+        "sharded-sweep": sharded_sweep,
+    }
     p.add_argument(
         "probe",
         choices=[
@@ -303,6 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "conv-grad",
             "input-grad",
             "k5-grad",
+            "bn-bound",
             *two_device_probes,
         ],
     )
@@ -319,12 +365,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.probe in two_device_probes:
         two_device_probes[args.probe]()
     else:
-        {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}[args.probe]()
+        probes = {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}
+        probes["bn-bound"] = bn_bound
+        probes[args.probe]()
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("batch-split", "two-runs"):
+    if len(sys.argv) > 1 and sys.argv[1] in ("batch-split", "two-runs", "sharded-sweep"):
         # Two CPU devices; effective only because JAX has not started a backend yet.
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2"
