@@ -149,8 +149,32 @@ def _sweep_programs(aux_weight: float, shift: int, mesh: Mesh) -> tuple[Any, Any
     )
 
 
+@functools.lru_cache(maxsize=16)
+def _scanned_steps(aux_weight: float, shift: int, mesh: Mesh) -> Any:
+    # An epoch's steps as one program: `lax.scan` over the steps of the vmapped step, so an
+    # accelerator pays one launch per epoch instead of one per step. Losses out as (runs, steps).
+    step = jax.vmap(
+        functools.partial(train.train_batch, aux_weight=aux_weight, shift=shift),
+        in_axes=(0, 0, 0, None),
+    )
+
+    def epoch(state: Any, tr: Any, batch_idx: jax.Array) -> tuple[Any, jax.Array]:
+        def body(s: Any, i: jax.Array) -> tuple[Any, jax.Array]:
+            s, metrics = step(s, tr, batch_idx, i)
+            return s, metrics["loss"]
+
+        state, losses = jax.lax.scan(body, state, jnp.arange(batch_idx.shape[1]))
+        return state, losses.T
+
+    runs_spec = PartitionSpec(RUNS)
+    return _per_device(epoch, mesh, (runs_spec, runs_spec, runs_spec))
+
+
 def train_sweep(
-    config: TrainConfig, mesh: Mesh | None = None, runs_per_device: int | None = None
+    config: TrainConfig,
+    mesh: Mesh | None = None,
+    runs_per_device: int | None = None,
+    scan_steps: bool = False,
 ) -> dict[str, Any]:
     """`config.runs` runs of `config.model` trained together, split over `mesh` (vmap per device).
 
@@ -160,6 +184,9 @@ def train_sweep(
     them k per device at a time, in groups of k x devices runs. On a multi-core CPU made into
     one device per core, 1 is the fast choice for the convnets (each core one run's program,
     no vmapped convolutions; `jaxdl.benchmark` measures it as the `sharded` strategy).
+    `scan_steps`: each epoch's steps as one `lax.scan` program instead of a Python loop of
+    compiled steps (one launch per epoch: for accelerators; XLA:CPU runs scanned convolutions
+    slowly). The same steps, so the same results up to float rounding.
     Returns `train.train_and_evaluate`'s shape: {"runs": [...], "summary": {...}}; `seconds`
     of each run is the sweep's wall time divided by the runs. No checkpoints, no divergence
     location (use the CLI for those); a diverged run shows as non-finite losses.
@@ -173,14 +200,17 @@ def train_sweep(
     group = config.runs if runs_per_device is None else runs_per_device * mesh.size
     out: list[dict[str, Any]] = []
     for first in range(0, config.runs, group):
-        out += _train_group(config, range(first, min(first + group, config.runs)), mesh)
+        runs = range(first, min(first + group, config.runs))
+        out += _train_group(config, runs, mesh, scan_steps)
     seconds = time.perf_counter() - start
     for run in out:
         run["seconds"] = seconds / config.runs
     return {"runs": out, "summary": summarize(out)}
 
 
-def _train_group(config: TrainConfig, runs: Sequence[int], mesh: Mesh) -> list[dict[str, Any]]:
+def _train_group(
+    config: TrainConfig, runs: Sequence[int], mesh: Mesh, scan_steps: bool
+) -> list[dict[str, Any]]:
     # The runs `runs` (indices into the config's seeds) trained together over the mesh.
     state, tr, te, shuffle_keys = _sweep_inputs(config, mesh, runs)
     step, evaluate = _sweep_programs(config.aux_weight, config.shift, mesh)
@@ -188,15 +218,21 @@ def _train_group(config: TrainConfig, runs: Sequence[int], mesh: Mesh) -> list[d
     epochs: list[dict[str, np.ndarray]] = []
     for epoch in range(config.epochs):
         batch_idx = shard_runs(batches(shuffle_keys, epoch), mesh)
-        losses = []
-        for i in range(config.steps_per_epoch):
-            state, metrics = step(state, tr, batch_idx, i)
-            losses.append(metrics["loss"])
+        if scan_steps:
+            state, losses = _scanned_steps(config.aux_weight, config.shift, mesh)(
+                state, tr, batch_idx
+            )
+        else:
+            per_step = []
+            for i in range(config.steps_per_epoch):
+                state, metrics = step(state, tr, batch_idx, i)
+                per_step.append(metrics["loss"])
+            losses = jnp.stack(per_step, axis=1)
         on_train, on_test = evaluate(state, tr), evaluate(state, te)
         # The epoch's one host transfer, as in train.train_run.
         got = _to_host(
             {
-                "train_loss": jnp.stack(losses, axis=1).mean(axis=1),
+                "train_loss": losses.mean(axis=1),
                 "train_errors": on_train["errors"],
                 "test_errors": on_test["errors"],
                 "test_loss": on_test["loss"],
@@ -287,13 +323,17 @@ def _epoch_batches(n: int, batch_size: int) -> Any:
 
 
 def choose_strategy(
-    one_by_one_s: float, batched_s: float | None, sharded_s: float | None = None
+    one_by_one_s: float,
+    batched_s: float | None,
+    sharded_s: float | None = None,
+    scan_s: float | None = None,
 ) -> str:
-    """ "loop", "vmap" (every run at once, sharded over the mesh) or "sharded" (one run per
-    device at a time): whichever sweep measured fastest.
+    """ "loop", "vmap" (every run at once, sharded over the mesh), "sharded" (one run per
+    device at a time) or "scan" (vmap with each epoch's steps in one `lax.scan`): whichever
+    sweep measured fastest.
 
-    None means not measured (projected too slow, or a single device); ties keep the loop, the
-    path with exact train_run numerics, then vmap.
+    None means not measured (projected too slow, a single device, batching not paying); ties
+    keep the loop, the path with exact train_run numerics, then the order above.
     """
-    measured = {"loop": one_by_one_s, "vmap": batched_s, "sharded": sharded_s}
+    measured = {"loop": one_by_one_s, "vmap": batched_s, "sharded": sharded_s, "scan": scan_s}
     return min((t, i, name) for i, (name, t) in enumerate(measured.items()) if t is not None)[2]

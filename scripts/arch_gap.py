@@ -260,50 +260,22 @@ SEARCH: list[tuple[str, str, int]] = [
 ]
 
 
-def _scanned_epoch(aux_weight: float) -> Callable[..., Any]:
-    """One epoch of every run at once: `vmap` over runs, `lax.scan` over the steps, then both
-    sets evaluated; one compiled program (a GPU then pays no per-step launch; XLA:CPU runs
-    scanned convolutions slowly, see train.train_epoch, so this is for accelerators)."""
-    step = jax.vmap(
-        functools.partial(train.train_batch, aux_weight=aux_weight), in_axes=(0, 0, 0, None)
-    )
-    evaluate = jax.vmap(functools.partial(train.evaluate, aux_weight=aux_weight))
-
-    @jax.jit
-    def epoch(state: Any, tr: Any, te: Any, batch_idx: jax.Array) -> tuple[Any, Any, Any]:
-        def body(s: Any, i: jax.Array) -> tuple[Any, None]:
-            return step(s, tr, batch_idx, i)[0], None
-
-        state, _ = jax.lax.scan(body, state, jnp.arange(batch_idx.shape[1]))
-        return state, evaluate(state, tr)["errors"], evaluate(state, te)["errors"]
-
-    return epoch
-
-
 def search_one(
     variant: str, recipe: str, batch_size: int, runs: int, first: int, epochs: int | None = None
 ) -> list[dict]:
-    """`runs` seeds (first, first + 1, ...) of one variant trained together; each run's data,
-    initialisation, order and dropout drawn as `train.train_run` draws them (`jaxdl.sweep`)."""
+    """`runs` seeds (first, first + 1, ...) of one variant trained together on one device:
+    `vmap` over the runs, each epoch's steps in one `lax.scan` (`jaxdl.sweep.train_sweep`
+    with `scan_steps=True`: a GPU then pays one launch per epoch; XLA:CPU runs scanned
+    convolutions slowly, so on a CPU this is for the MLPs). Each run's data, initialisation,
+    order and dropout are drawn as `train.train_run` draws them."""
     from jaxdl import sweep
 
     cfg = recipe_config(variant, recipe, batch_size, runs=runs, seed=first)
     cfg = cfg.replace(epochs=epochs or cfg.epochs)
-    mesh = sweep.runs_mesh(jax.devices()[:1])
-    state, tr, te, shuffle_keys = sweep._sweep_inputs(cfg, mesh)
-    epoch = _scanned_epoch(cfg.aux_weight)
-    batches = sweep._epoch_batches(cfg.nb, cfg.batch_size)
-    train_err, test_err = [], []
-    for e in range(cfg.epochs):
-        state, a, b = epoch(state, tr, te, batches(shuffle_keys, e))
-        train_err.append(a)
-        test_err.append(b)
-    train_err, test_err = (
-        np.asarray(jax.device_get(jnp.stack(x, 1))) / cfg.nb for x in (train_err, test_err)
-    )
+    result = sweep.train_sweep(cfg, sweep.runs_mesh(jax.devices()[:1]), scan_steps=True)
     return [
-        {"seed": first + r, "test": test_err[r].tolist(), "train": train_err[r].tolist()}
-        for r in range(runs)
+        {"seed": r["seed"], "test": r["test_error"], "train": r["train_error"]}
+        for r in result["runs"]
     ]
 
 

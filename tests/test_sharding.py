@@ -44,6 +44,8 @@ SCRIPT = textwrap.dedent(
     # One run per device at a time over two devices: groups of runs [0, 1], then [2] (padded).
     two = sweep.runs_mesh(jax.devices()[:2])
     p1["grouped"] = sweep.train_sweep(config, two, runs_per_device=1)["runs"]
+    # Each epoch's steps as one lax.scan program, over the four devices.
+    p1["scan"] = sweep.train_sweep(config, four, scan_steps=True)["runs"]
 
     fc = FrameworkConfig(epochs=2, runs=3)
     seeds = [fc.run_seed(r) for r in range(fc.runs)]
@@ -81,10 +83,12 @@ def four_devices() -> dict[str, Any]:
 def test_sharded_sweeps_equal_one_device_sweeps(four_devices: dict[str, Any]) -> None:
     got = four_devices
     assert got["placed"] == 4
-    one, four, grouped = got["p1"]["one"], got["p1"]["four"], got["p1"]["grouped"]
+    one, four = got["p1"]["one"], got["p1"]["four"]
+    grouped, scan = got["p1"]["grouped"], got["p1"]["scan"]
     assert [r["seed"] for r in one] == [r["seed"] for r in four] == [0, 1, 2]
-    assert [r["seed"] for r in grouped] == [0, 1, 2]
-    for a, b in [*zip(one, four, strict=True), *zip(one, grouped, strict=True)]:
+    assert [r["seed"] for r in grouped] == [r["seed"] for r in scan] == [0, 1, 2]
+    pairs = [*zip(one, four, strict=True), *zip(one, grouped, strict=True)]
+    for a, b in [*pairs, *zip(one, scan, strict=True)]:
         # Error counts exactly; losses to float32 rounding (a device's block of runs is
         # another vmap width, which XLA may compile to other kernels).
         assert a["train_error"] == b["train_error"] and a["test_error"] == b["test_error"]
@@ -110,6 +114,7 @@ def test_padding_and_strategy_choice() -> None:
     assert sweep.choose_strategy(10.0, None, 9.0) == "sharded"
     assert sweep.choose_strategy(10.0, 3.0, 9.0) == "vmap"
     assert sweep.choose_strategy(10.0, 10.0, 10.0) == "loop"  # ties keep the exact path
+    assert sweep.choose_strategy(10.0, 3.0, None, 2.0) == "scan"
     with pytest.raises(ValueError, match="runs_per_device"):
         sweep.train_sweep(TINY, mesh, runs_per_device=0)
 
