@@ -256,9 +256,10 @@ def _counter(fn: Callable[[int], Any], start: int) -> Callable[[], Any]:
 
 def _project1_sweep(config: TrainConfig, runs: int, run_s: float, budget: float) -> dict[str, Any]:
     """A `runs`-run sweep one by one (loop), batched (vmap, split over all devices) and, with
-    several devices, sharded one run per device at a time (`train_sweep(runs_per_device=1)`),
-    and, where the batched sweep beat the loop, batched with each epoch's steps in one
-    `lax.scan` (`train_sweep(scan_steps=True)`: fewer launches, for accelerators).
+    several devices, sharded one run per device at a time with each epoch's steps in one
+    `lax.scan` (`train_sweep(runs_per_device=1, scan_steps=True)`: each device then runs its
+    run's epochs with no dispatch in between), and, where the batched sweep beat the loop,
+    batched with scanned epochs (`train_sweep(scan_steps=True)`: fewer launches).
 
     The batched sweep is projected from a few timed steps first and only run when the
     projection is within `budget` times the loop's time; the fastest is `chosen`.
@@ -284,17 +285,19 @@ def _project1_sweep(config: TrainConfig, runs: int, run_s: float, budget: float)
         sweep.train_sweep(cfg, mesh)
         out["batched_s"] = time.perf_counter() - start
     out["sharded_s"] = None
+    one_epoch = cfg.replace(epochs=1)  # compiles a strategy's programs before it is timed
     if mesh.size > 1:
-        # Compiles the one-run-per-device programs first (as the loop's were, by the run).
-        sweep.time_batched_step(cfg.replace(runs=mesh.size), mesh, repeats=1)
+        sharded = functools.partial(
+            sweep.train_sweep, mesh=mesh, runs_per_device=1, scan_steps=True
+        )
+        sharded(one_epoch.replace(runs=mesh.size))
         start = time.perf_counter()
-        sweep.train_sweep(cfg, mesh, runs_per_device=1)
+        sharded(cfg)
         out["sharded_s"] = time.perf_counter() - start
     out["scan_s"] = None
     if out["batched_s"] is not None and out["batched_s"] < loop_s:
-        # Where batching pays (accelerators); on XLA:CPU scanned convolutions are slow and
-        # the batched sweep already loses. One epoch first compiles the scanned program.
-        sweep.train_sweep(cfg.replace(epochs=1), mesh, scan_steps=True)
+        # Where batching pays (accelerators; on XLA:CPU the vmapped convolutions lose).
+        sweep.train_sweep(one_epoch, mesh, scan_steps=True)
         start = time.perf_counter()
         sweep.train_sweep(cfg, mesh, scan_steps=True)
         out["scan_s"] = time.perf_counter() - start

@@ -5,8 +5,9 @@ same vmapped program (`shard_map`, no communication between devices), so a sweep
 results do not depend on how many devices share it. On one device the mesh has one device and
 this is plain `vmap`. Whether batching runs pays depends on the device: on GPUs it does; on
 XLA:CPU vmapped convolutions are far slower than running the runs one by one, and with one
-device per core, one run per device at a time (`runs_per_device=1`) is a little faster than
-the loop. `jaxdl.benchmark` measures the three and `choose_strategy` keeps the fastest.
+device per core, one run per device at a time with scanned epochs (`runs_per_device=1,
+scan_steps=True`) beats the loop. `jaxdl.benchmark` measures the strategies and
+`choose_strategy` keeps the fastest.
 
 Multi-host: call `jax.distributed.initialize()` first in every process; `jax.devices()` then
 lists every host's devices and `runs_mesh()` spans them all (see docs/BENCHMARKS.md).
@@ -181,12 +182,12 @@ def train_sweep(
     Each run draws its data, initialisation, order and dropout exactly as `train.train_run`;
     the results equal its up to float rounding (vmapped layers compile to other kernels).
     `runs_per_device`: None trains every run at once (each device a block of runs); k trains
-    them k per device at a time, in groups of k x devices runs. On a multi-core CPU made into
-    one device per core, 1 is the fast choice for the convnets (each core one run's program,
-    no vmapped convolutions; `jaxdl.benchmark` measures it as the `sharded` strategy).
+    them k per device at a time, in groups of k x devices runs.
     `scan_steps`: each epoch's steps as one `lax.scan` program instead of a Python loop of
-    compiled steps (one launch per epoch: for accelerators; XLA:CPU runs scanned convolutions
-    slowly). The same steps, so the same results up to float rounding.
+    compiled steps (one launch per epoch). The same steps, so the same results up to float
+    rounding. On a multi-core CPU made into one device per core, `runs_per_device=1,
+    scan_steps=True` is the fast choice for the convnets: each core trains one run's epoch
+    with no vmapped convolution and no dispatch in between (`jaxdl.benchmark`'s `sharded`).
     Returns `train.train_and_evaluate`'s shape: {"runs": [...], "summary": {...}}; `seconds`
     of each run is the sweep's wall time divided by the runs. No checkpoints, no divergence
     location (use the CLI for those); a diverged run shows as non-finite losses.
@@ -329,8 +330,8 @@ def choose_strategy(
     scan_s: float | None = None,
 ) -> str:
     """ "loop", "vmap" (every run at once, sharded over the mesh), "sharded" (one run per
-    device at a time) or "scan" (vmap with each epoch's steps in one `lax.scan`): whichever
-    sweep measured fastest.
+    device at a time, scanned epochs) or "scan" (vmap with each epoch's steps in one
+    `lax.scan`): whichever sweep measured fastest.
 
     None means not measured (projected too slow, a single device, batching not paying); ties
     keep the loop, the path with exact train_run numerics, then the order above.

@@ -294,21 +294,29 @@ def devices() -> None:
 
 
 def sharded_sweep(rounds: int = 3) -> None:
-    """Four 25-epoch siamese_aux runs one by one (train_and_evaluate, the loop) and as
-    `train_sweep(runs_per_device=1)` over the two CPU devices, alternately."""
+    """Four 25-epoch siamese_aux runs one by one (train_and_evaluate, the loop), as
+    `train_sweep(runs_per_device=1)` over the two CPU devices, and the same with each epoch's
+    steps scanned (`scan_steps=True`), alternately."""
     cfg = TrainConfig(model="siamese_aux", epochs=25, runs=4)
     mesh = sweep.runs_mesh()
-    loop = functools.partial(train.train_and_evaluate, cfg)
-    sharded = functools.partial(sweep.train_sweep, cfg, mesh, runs_per_device=1)
-    sweep.time_batched_step(cfg.replace(runs=mesh.size), mesh, repeats=1)  # compiles
-    train.train_run(cfg.replace(epochs=1), 0)  # compiles
+    strategies = {
+        "loop": functools.partial(train.train_and_evaluate, cfg),
+        "one run per device": functools.partial(sweep.train_sweep, cfg, mesh, runs_per_device=1),
+        "... scanned": functools.partial(
+            sweep.train_sweep, cfg, mesh, runs_per_device=1, scan_steps=True
+        ),
+    }
+    one_epoch = cfg.replace(epochs=1)
+    train.train_run(one_epoch, 0)  # compiles
+    sweep.train_sweep(one_epoch, mesh, runs_per_device=1)
+    sweep.train_sweep(one_epoch, mesh, runs_per_device=1, scan_steps=True)
     for r in range(rounds):
-        times = []
-        for fn in (loop, sharded):
+        times = {}
+        for name, fn in strategies.items():
             start = time.perf_counter()
             fn()
-            times.append(time.perf_counter() - start)
-        print(f"round {r}: loop {times[0]:.2f} s, one run per device {times[1]:.2f} s")
+            times[name] = time.perf_counter() - start
+        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
 
 
 def bn_bound(rounds: int = 3) -> None:
