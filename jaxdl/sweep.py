@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxdl import train
 from jaxdl.config import TrainConfig
+from jaxdl.divergence import divergence, is_finite
 from jaxdl.framework.layers import Layer
 from jaxdl.framework.optim import Optimizer
 from jaxdl.framework.train import DiskData, History, train_runs
@@ -189,8 +190,10 @@ def train_sweep(
     scan_steps=True` is the fast choice for the convnets: each core trains one run's epoch
     with no vmapped convolution and no dispatch in between (`jaxdl.benchmark`'s `sharded`).
     Returns `train.train_and_evaluate`'s shape: {"runs": [...], "summary": {...}}; `seconds`
-    of each run is the sweep's wall time divided by the runs. No checkpoints, no divergence
-    location (use the CLI for those); a diverged run shows as non-finite losses.
+    of each run is the sweep's wall time divided by the runs. No checkpoints (use the CLI for
+    those). A run whose loss becomes non-finite is recorded as
+    `train.train_run` records it: `diverged` with the epoch, step and message, and only its good
+    epochs (no NaN reaches the summary); the other runs of its batch go on.
     """
     if config.repair:
         raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
@@ -216,7 +219,11 @@ def _train_group(
     state, tr, te, shuffle_keys = _sweep_inputs(config, mesh, runs)
     step, evaluate = _sweep_programs(config.aux_weight, config.shift, mesh)
     batches = _epoch_batches(config.nb, config.batch_size)
-    epochs: list[dict[str, np.ndarray]] = []
+    records = [
+        {"model": config.model, "seed": config.run_seed(run), **{k: [] for k in METRICS}}
+        | {"diverged": False}
+        for run in runs
+    ]
     for epoch in range(config.epochs):
         batch_idx = shard_runs(batches(shuffle_keys, epoch), mesh)
         if scan_steps:
@@ -233,8 +240,10 @@ def _train_group(
         # The epoch's one host transfer, as in train.train_run.
         got = _to_host(
             {
+                "step_loss": losses,
                 "train_loss": losses.mean(axis=1),
                 "train_errors": on_train["errors"],
+                "train_eval_loss": on_train["loss"],
                 "test_errors": on_test["errors"],
                 "test_loss": on_test["loss"],
             }
@@ -242,16 +251,23 @@ def _train_group(
         # Counts to fractions on the host, in float64 as train_run does.
         got["train_error"] = got.pop("train_errors") / config.nb
         got["test_error"] = got.pop("test_errors") / config.nb
-        epochs.append(got)
-    return [
-        {
-            "model": config.model,
-            "seed": config.run_seed(run),
-            **{k: [float(e[k][i]) for e in epochs] for k in METRICS},
-            "diverged": False,
-        }
-        for i, run in enumerate(runs)
-    ]
+        for i, (run, record) in enumerate(zip(runs, records, strict=True)):
+            if record["diverged"]:
+                continue  # its later epochs (still trained in the batch) are not recorded
+            eval_losses = {
+                "train_eval_loss": got["train_eval_loss"][i],
+                "test_loss": got["test_loss"][i],
+            }
+            if not is_finite(got["train_loss"][i], *eval_losses.values()):
+                # As train.train_run: the run stops here, its good epochs only, no NaN.
+                seed = record["seed"]
+                record.update(
+                    divergence(config.model, run, seed, epoch, got["step_loss"][i], eval_losses)
+                )
+                continue
+            for key in METRICS:
+                record[key].append(float(got[key][i]))
+    return records
 
 
 def _to_host(tree: Any) -> Any:

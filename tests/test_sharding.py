@@ -166,3 +166,27 @@ def test_sweep_over_two_processes_equals_train_run(four_devices: dict[str, Any])
         for got, want in zip(runs, ref, strict=True):
             assert got["seed"] == want["seed"] and got["test_error"] == want["test_error"]
             np.testing.assert_allclose(got["test_loss"], want["test_loss"], rtol=1e-5)
+
+
+def test_sweep_records_a_diverged_run_as_train_run_does() -> None:
+    # Adam at lr 3e9 truly overflows a few epochs in (no mocking); the sweep must stop
+    # recording that run there, as train_run does, and keep NaN out of the summary.
+    config = TINY.replace(runs=2, epochs=6, lr=3e9, schedule="constant")
+    got = sweep.train_sweep(config, sweep.runs_mesh())
+    runs = got["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    diverged = [r for r in runs if r["diverged"]]
+    assert diverged, "lr 3e9 should overflow within 6 epochs"
+    for r in runs:
+        values = [v for key in sweep.METRICS for v in r[key]]
+        assert all(np.isfinite(values))
+    for r in diverged:
+        epoch = r["diverged_epoch"]
+        assert all(len(r[key]) == epoch - 1 for key in sweep.METRICS)
+        assert (
+            f"mlp run {r['seed'] + 1} (seed {r['seed']}) diverged at epoch {epoch}"
+            in (r["diverged_message"])
+        )
+    summary = got["summary"]
+    assert summary["diverged_runs"] == len(diverged)
+    assert all(v is None or np.isfinite(v) for v in summary.values())
