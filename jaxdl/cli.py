@@ -261,6 +261,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "afresh when it holds none",
     )
     p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="flax only: train the runs together (jaxdl.sweep), each epoch's steps in one "
+        "lax.scan: on a CPU one run per core at a time, on an accelerator every run batched "
+        "with vmap. The same runs up to float rounding; not with --checkpoint-dir or --repair",
+    )
+    p.add_argument(
         "--threads",
         type=_positive_int,
         default=None,
@@ -291,6 +298,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --mlp-hidden: only mlp has these layers; use it with --model mlp")
     if args.head_input != DEFAULTS.head_input and not set(args.model) <= set(HEAD_INPUT_MODELS):
         parser.error("argument --head-input: only siamese and siamese_aux have a learned head")
+    if args.sweep and args.checkpoint_dir is not None:
+        parser.error("argument --sweep: runs trained together keep no checkpoints; drop one")
+    if args.sweep and args.repair:
+        parser.error("argument --sweep: --repair re-pairs run by run; use it without --sweep")
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir")
     if args.out is not None and (args.out / "results.json").exists() and not args.overwrite:
@@ -305,7 +316,7 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
 
 
 # Flags that do not change what is trained: a checkpoint resumes under any value of these.
-_NOT_TRAINING = ("out", "overwrite", "threads", "checkpoint_dir", "resume")
+_NOT_TRAINING = ("out", "overwrite", "threads", "checkpoint_dir", "resume", "sweep")
 
 
 def training_flags(framework: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -366,16 +377,21 @@ def _default_out(framework: str, models: Sequence[str]) -> Path:
     return REPO / "runs" / f"{stamp}-{framework}-{'+'.join(models)}"
 
 
-def _backend(framework: str, threads: int | None) -> Any:
-    """The framework's train module, with the thread count applied before it starts."""
+def _backend(framework: str, threads: int | None, sweep: bool = False) -> Any:
+    """The framework's train module, with the thread count applied before it starts (and,
+    for --sweep, one XLA CPU device per core)."""
     if framework == "flax":
+        # XLA_FLAGS is read when the XLA CPU client starts, i.e. only if JAX has not run yet.
+        before = flags = os.environ.get("XLA_FLAGS", "")
         if threads is not None:
-            # Read when the XLA CPU client starts, i.e. only if JAX has not run yet.
-            flags = os.environ.get("XLA_FLAGS", "")
-            os.environ["XLA_FLAGS"] = (
-                f"{flags} --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
+            flags += (
+                f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                 f"intra_op_parallelism_threads={threads}"
-            ).strip()
+            )
+        if sweep and "xla_force_host_platform_device_count" not in flags:
+            flags += f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
+        if flags != before:
+            os.environ["XLA_FLAGS"] = flags.strip()
         from jaxdl import train
 
         return train
@@ -390,6 +406,23 @@ def _backend(framework: str, threads: int | None) -> Any:
 
         return train
     raise ValueError(f"unknown framework {framework!r}; choose from {', '.join(FRAMEWORKS)}")
+
+
+def _train_together(config: TrainConfig, on_epoch: Any, on_diverged: Any) -> dict[str, Any]:
+    # --sweep: the fastest sweep of docs/BENCHMARKS.md for the device: on XLA:CPU (one device
+    # per core) one run per device, elsewhere every run batched; scanned epochs on both.
+    import jax
+
+    from jaxdl import sweep
+
+    return sweep.train_sweep(
+        config,
+        sweep.runs_mesh(),
+        runs_per_device=1 if jax.default_backend() == "cpu" else None,
+        scan_steps=True,
+        on_epoch=on_epoch,
+        on_diverged=on_diverged,
+    )
 
 
 def _versions(framework: str) -> dict[str, str]:
@@ -424,6 +457,9 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
     """Runs the CLI for `framework` ("flax" or "torch"); returns the exit status."""
     prog = f"train_{framework}.py"
     args = parse_args(argv, prog)
+    if args.sweep and framework != "flax":
+        print(f"{prog}: error: argument --sweep: only train_flax.py has it", file=sys.stderr)
+        return 2
     configs = configs_from_args(args)
     out = args.out if args.out is not None else _default_out(framework, args.model)
     checkpoint: Any = None
@@ -431,7 +467,7 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
         from jaxdl.mnist import load_digits
 
         data_description = load_digits(args.source, args.data_dir).describe()
-        backend = _backend(framework, args.threads)
+        backend = _backend(framework, args.threads, args.sweep)
         from tqdm import tqdm
 
         counts = {c.model: backend.param_count(c) for c in configs}
@@ -464,9 +500,12 @@ def main(framework: str, argv: Sequence[str] | None = None) -> int:
                     )
                     bar.update(1)
 
-                per_model[config.model] = backend.train_and_evaluate(
-                    config, on_epoch, checkpoint=checkpoint, on_diverged=on_diverged
-                )
+                if args.sweep:
+                    per_model[config.model] = _train_together(config, on_epoch, on_diverged)
+                else:
+                    per_model[config.model] = backend.train_and_evaluate(
+                        config, on_epoch, checkpoint=checkpoint, on_diverged=on_diverged
+                    )
                 # Epochs a diverged run did not train still count towards the bar's total.
                 bar.n = sum(
                     len(r["test_error"]) if not r["diverged"] else config.epochs

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -177,6 +177,8 @@ def train_sweep(
     mesh: Mesh | None = None,
     runs_per_device: int | None = None,
     scan_steps: bool = False,
+    on_epoch: train.EpochCallback | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """`config.runs` runs of `config.model` trained together, split over `mesh` (vmap per device).
 
@@ -194,6 +196,8 @@ def train_sweep(
     those). A run whose loss becomes non-finite is recorded as
     `train.train_run` records it: `diverged` with the epoch, step and message, and only its good
     epochs (no NaN reaches the summary); the other runs of its batch go on.
+    `on_epoch(run, epoch, row)` and `on_diverged(message)`: as in `train.train_run`, called
+    for each run of a group after each epoch.
     """
     if config.repair:
         raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
@@ -205,7 +209,7 @@ def train_sweep(
     out: list[dict[str, Any]] = []
     for first in range(0, config.runs, group):
         runs = range(first, min(first + group, config.runs))
-        out += _train_group(config, runs, mesh, scan_steps)
+        out += _train_group(config, runs, mesh, scan_steps, on_epoch, on_diverged)
     seconds = time.perf_counter() - start
     for run in out:
         run["seconds"] = seconds / config.runs
@@ -213,7 +217,12 @@ def train_sweep(
 
 
 def _train_group(
-    config: TrainConfig, runs: Sequence[int], mesh: Mesh, scan_steps: bool
+    config: TrainConfig,
+    runs: Sequence[int],
+    mesh: Mesh,
+    scan_steps: bool,
+    on_epoch: train.EpochCallback | None = None,
+    on_diverged: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     # The runs `runs` (indices into the config's seeds) trained together over the mesh.
     state, tr, te, shuffle_keys = _sweep_inputs(config, mesh, runs)
@@ -264,9 +273,14 @@ def _train_group(
                 record.update(
                     divergence(config.model, run, seed, epoch, got["step_loss"][i], eval_losses)
                 )
+                if on_diverged is not None:
+                    on_diverged(record["diverged_message"])
                 continue
-            for key in METRICS:
-                record[key].append(float(got[key][i]))
+            row = {key: float(got[key][i]) for key in METRICS}
+            for key, value in row.items():
+                record[key].append(value)
+            if on_epoch is not None:
+                on_epoch(run, epoch, row)
     return records
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -68,6 +69,32 @@ def test_torch_script_end_to_end_with_two_models(tmp_path):
     assert "torch cpu (1 threads)" in record["config"]["device"]
 
 
+def test_flax_sweep_trains_the_runs_of_the_loop(tmp_path, capsys):
+    # A fresh interpreter, so that --sweep's one XLA device per core takes effect.
+    argv = [*FAST, "--runs", "3", "--model", "mlp"]
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "train_flax.py"), *argv, "--sweep"]
+        + ["--out", str(tmp_path / "sweep")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    swept = check_outputs(tmp_path / "sweep", "flax", ["mlp"], runs=3, epochs=1)
+    assert swept["config"]["sweep"] is True
+    assert f"({os.cpu_count()} device(s))" in swept["config"]["device"]
+    assert "| mlp | 1 | 3/3 |" in proc.stdout
+    assert cli.main("flax", [*argv, "--out", str(tmp_path / "loop")]) == 0
+    loop = json.loads((tmp_path / "loop" / "results.json").read_text())
+    for a, b in zip(swept["runs"], loop["runs"], strict=True):
+        # The same runs (data, initialisation, order, dropout), other kernels: equal error
+        # counts here, losses to float32 rounding.
+        assert a["seed"] == b["seed"] and a["test_error"] == b["test_error"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    assert cli.main("torch", [*argv, "--sweep"]) == 2
+    assert "--sweep: only train_flax.py has it" in capsys.readouterr().err
+
+
 BAD_FLAGS = [
     (["--epochs", "0"], "--epochs"),
     (["--runs", "-1"], "--runs"),
@@ -96,6 +123,8 @@ BAD_FLAGS = [
     (["--head-input", "sigmoid"], "--head-input"),
     (["--head-input", "bnrelu"], "--head-input: only siamese and siamese_aux"),  # siamese_exact
     (["--head-input", "logits", "--model", "siamese", "cnn"], "--head-input: only siamese"),
+    (["--sweep", "--checkpoint-dir", "ckpt"], "--sweep: runs trained together keep no checkpoints"),
+    (["--sweep", "--repair"], "--sweep: --repair re-pairs run by run"),
 ]
 
 
