@@ -27,3 +27,8 @@ rm -rf /tmp/jaxdl-gpu-train
 timeout 90 "$PY" scripts/train_flax.py --runs 10 --out /tmp/jaxdl-gpu-train 2>&1 \
     | tail -n 25 | tee "$OUT/train_flax.txt"
 cp /tmp/jaxdl-gpu-train/results.json "$OUT/train_flax-results.json"
+# 4. The same runs trained together (--sweep: every run batched with vmap, scanned epochs).
+rm -rf /tmp/jaxdl-gpu-sweep
+timeout 90 "$PY" scripts/train_flax.py --runs 10 --sweep --out /tmp/jaxdl-gpu-sweep 2>&1 \
+    | tail -n 25 | tee "$OUT/train_flax-sweep.txt"
+cp /tmp/jaxdl-gpu-sweep/results.json "$OUT/train_flax-sweep-results.json"
