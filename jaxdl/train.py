@@ -245,10 +245,11 @@ def train_epoch(
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """Train steps over the batches `batch_idx` (steps, batch) of `train`; per-step losses out.
 
-    A Python loop of compiled steps rather than one `lax.scan`: XLA:CPU ran the scanned epoch
-    ~5x slower (its convolutions inside a loop body lose the fast path; a fully unrolled scan
-    is fast but takes ~30 s to compile). Dispatch is asynchronous and nothing is read back
-    here, so the loop costs no host round trip per step.
+    A Python loop of compiled steps rather than one `lax.scan`: dispatch is asynchronous and
+    nothing is read back here, so the loop costs no host round trip per step. Before the CPU's
+    im2col conv gradient XLA:CPU ran the scanned epoch ~5x slower; now it is as fast on one
+    device (docs/BENCHMARKS.md), and the loop keeps the published runs' exact numbers. The
+    scanned epoch is `jaxdl.sweep.train_sweep(..., scan_steps=True)`.
     """
     losses = []
     for i in range(batch_idx.shape[0]):

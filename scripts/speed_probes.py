@@ -12,6 +12,7 @@
     python scripts/speed_probes.py two-runs [xla]     # two runs one by one, then one per device
     python scripts/speed_probes.py sharded-sweep      # 4 runs: loop vs one run per device
     python scripts/speed_probes.py bn-bound           # a siamese_aux step with / without BatchNorm
+    python scripts/speed_probes.py scan-run           # one run: train_run's loop vs scanned epochs
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -340,6 +341,26 @@ def bn_bound(rounds: int = 3) -> None:
         print(f"round {r}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in medians.items()))
 
 
+def scan_run(rounds: int = 3) -> None:
+    """One 25-epoch siamese_aux run on one device: `train.train_run` (a Python loop of
+    compiled steps) against `sweep.train_sweep` of that one run with scanned epochs."""
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    one_device = sweep.runs_mesh(jax.devices()[:1])
+    strategies = {
+        "train_run": lambda seed: train.train_run(cfg.replace(seed=seed), 0),
+        "scanned": lambda seed: sweep.train_sweep(cfg.replace(seed=seed), one_device, None, True),
+    }
+    for fn in strategies.values():
+        fn(0)  # compiles
+    for r in range(rounds):
+        times = {}
+        for name, fn in strategies.items():
+            start = time.perf_counter()
+            fn(r + 1)
+            times[name] = time.perf_counter() - start
+        print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     two_device_probes = {
@@ -357,6 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "input-grad",
             "k5-grad",
             "bn-bound",
+            "scan-run",
             *two_device_probes,
         ],
     )
@@ -375,6 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         probes = {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}
         probes["bn-bound"] = bn_bound
+        probes["scan-run"] = scan_run
         probes[args.probe]()
     return 0
 
