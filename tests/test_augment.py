@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,6 +12,8 @@ import torch
 
 import torch_reference.models as tmodels
 from jaxdl import augment, models
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_shift_moves_each_digit_without_wrapping():
@@ -117,3 +121,20 @@ def test_torch_training_with_augmentation_is_seeded():
     plain = ttrain.train_run(base, 0)
     assert a["train_loss"] == b["train_loss"] and a["test_error"] == b["test_error"]
     assert a["train_loss"] != plain["train_loss"]
+
+
+def test_rotate_probe_rotates_about_the_centre() -> None:
+    # scripts/rotate_probe.py (issue 7's rotation experiment): 0 is the identity, a quarter
+    # turn is np.rot90(k=-1) (the sign is immaterial: angles are drawn symmetric about 0).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rotate_probe", REPO / "scripts/rotate_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    x = np.random.default_rng(0).uniform(0, 255, (3, 2, 14, 14)).astype(np.float32)
+    same = probe.rotate_by(jnp.asarray(x), jnp.zeros(6))
+    np.testing.assert_allclose(np.asarray(same), x, atol=1e-4)
+    quarter = probe.rotate_by(jnp.asarray(x), jnp.full(6, np.pi / 2))
+    np.testing.assert_allclose(np.asarray(quarter), np.rot90(x, -1, axes=(2, 3)), atol=1e-3)
+    turned = probe.rotate_digits(jax.random.PRNGKey(0), jnp.asarray(x), 10.0)
+    assert turned.shape == x.shape and not np.allclose(np.asarray(turned), x)
