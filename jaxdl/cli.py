@@ -388,10 +388,12 @@ def _backend(framework: str, threads: int | None, sweep: bool = False) -> Any:
                 f" --xla_cpu_multi_thread_eigen={'true' if threads > 1 else 'false'} "
                 f"intra_op_parallelism_threads={threads}"
             )
-        if sweep and "xla_force_host_platform_device_count" not in flags:
-            flags += f" --xla_force_host_platform_device_count={os.cpu_count() or 1}"
         if flags != before:
             os.environ["XLA_FLAGS"] = flags.strip()
+        if sweep:
+            from jaxdl.sweep import one_device_per_core
+
+            one_device_per_core()
         from jaxdl import train
 
         return train
@@ -409,17 +411,13 @@ def _backend(framework: str, threads: int | None, sweep: bool = False) -> Any:
 
 
 def _train_together(config: TrainConfig, on_epoch: Any, on_diverged: Any) -> dict[str, Any]:
-    # --sweep: the fastest sweep of docs/BENCHMARKS.md for the device: on XLA:CPU (one device
-    # per core) one run per device, elsewhere every run batched; scanned epochs on both.
-    import jax
-
+    # --sweep: the fastest sweep of docs/BENCHMARKS.md for the device.
     from jaxdl import sweep
 
     return sweep.train_sweep(
         config,
         sweep.runs_mesh(),
-        runs_per_device=1 if jax.default_backend() == "cpu" else None,
-        scan_steps=True,
+        **sweep.fastest_options(),
         on_epoch=on_epoch,
         on_diverged=on_diverged,
     )

@@ -198,6 +198,24 @@ def _train_project1(
     return [train.train_run(base, seed, lambda run, epoch, row: progress(1)) for seed in seeds]
 
 
+def _train_project1_together(
+    config: TrainConfig, seeds: Sequence[int], progress: ProgressCallback
+) -> list[dict[str, Any]]:
+    # --sweep: the seeds' runs trained together (jaxdl.sweep, the fastest options for the
+    # device); the same runs as _train_project1's up to float rounding.
+    from jaxdl import sweep
+
+    base = config.replace(seed=0)  # run index = seed, as in _train_project1
+    result = sweep.train_sweep(
+        base,
+        sweep.runs_mesh(),
+        **sweep.fastest_options(),
+        on_epoch=lambda run, epoch, row: progress(1),
+        runs=seeds,
+    )
+    return result["runs"]
+
+
 def _train_project2(
     config: FrameworkConfig, seeds: Sequence[int], progress: ProgressCallback
 ) -> list[dict[str, Any]]:
@@ -243,6 +261,7 @@ def cached_runs(
     cache_dir: Path,
     progress: ProgressCallback | None = None,
     train_epochs: Mapping[int, int] | None = None,
+    together: bool = False,
 ) -> list[dict[str, Any]]:
     """The runs seed .. seed + runs - 1 of a recipe, trained only where not cached.
 
@@ -253,6 +272,9 @@ def cached_runs(
       progress: called with the number of epochs just trained.
       train_epochs: per seed, train a missing run this long (a later cell of the same key
         needs the longer run; length-independent schedules only), then cut to `config.epochs`.
+      together: train a Project I recipe's missing runs of the same length together
+        (`jaxdl.sweep`; the runs are cached when their group ends, so an interruption loses
+        the group in progress). Project II's runs always train together.
     """
     progress = progress or (lambda n: None)
     train_epochs = train_epochs or {}
@@ -266,13 +288,21 @@ def cached_runs(
             results.write_json(_cache_path(cache_dir, config, run["seed"]), run)
             found[run["seed"]] = run
         return [found[s] for s in seeds]
+    by_length: dict[int, list[int]] = {}
     for seed in missing:
         epochs = max(config.epochs, train_epochs.get(seed, 0))
         if epochs > config.epochs and "epochs" in _key_fields(config):
             raise ValueError("a cosine run depends on its length: it cannot be trained longer")
-        (run,) = _train_project1(config.replace(epochs=epochs), [seed], progress)
-        results.write_json(_cache_path(cache_dir, config, seed), run)
-        found[seed] = _truncate(run, config.epochs)
+        by_length.setdefault(epochs, []).append(seed)
+    for epochs, group in by_length.items():
+        recipe = config.replace(epochs=epochs)
+        if together:
+            trained = _train_project1_together(recipe, group, progress)
+        else:  # one at a time, each cached as soon as it ends
+            trained = (_train_project1(recipe, [seed], progress)[0] for seed in group)
+        for run in trained:
+            results.write_json(_cache_path(cache_dir, config, run["seed"]), run)
+            found[run["seed"]] = _truncate(run, config.epochs)
     return [found[s] for s in seeds]
 
 
@@ -401,16 +431,19 @@ def make_plan(scale: Scale, sections: Iterable[str] = SECTIONS) -> Plan:
 
 
 def run_plan(
-    plan: Plan, out_dir: Path, progress: ProgressCallback | None = None
+    plan: Plan, out_dir: Path, progress: ProgressCallback | None = None, together: bool = False
 ) -> dict[str, list[dict[str, Any]]]:
-    """Trains (or loads) every cell; returns {`section/name`: runs}."""
+    """Trains (or loads) every cell; returns {`section/name`: runs}. `together`: see
+    `cached_runs`."""
     cache_dir = out_dir / "cache"
     longest = _longest(plan)
     out: dict[str, list[dict[str, Any]]] = {}
     for cell in plan.cells:
         key = cell_key(cell.config)
         seeds = {s: e for (k, s), e in longest.items() if k == key}
-        out[f"{cell.section}/{cell.name}"] = cached_runs(cell.config, cache_dir, progress, seeds)
+        out[f"{cell.section}/{cell.name}"] = cached_runs(
+            cell.config, cache_dir, progress, seeds, together
+        )
     return out
 
 

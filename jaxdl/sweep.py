@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,7 +38,9 @@ from jaxdl.results import summarize
 __all__ = [
     "RUNS",
     "choose_strategy",
+    "fastest_options",
     "framework_sweep",
+    "one_device_per_core",
     "padded_runs",
     "runs_mesh",
     "shard_runs",
@@ -179,6 +182,7 @@ def train_sweep(
     scan_steps: bool = False,
     on_epoch: train.EpochCallback | None = None,
     on_diverged: Callable[[str], None] | None = None,
+    runs: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """`config.runs` runs of `config.model` trained together, split over `mesh` (vmap per device).
 
@@ -197,7 +201,8 @@ def train_sweep(
     `train.train_run` records it: `diverged` with the epoch, step and message, and only its good
     epochs (no NaN reaches the summary); the other runs of its batch go on.
     `on_epoch(run, epoch, row)` and `on_diverged(message)`: as in `train.train_run`, called
-    for each run of a group after each epoch.
+    for each run of a group after each epoch. `runs`: which runs (indices, seeds
+    `config.run_seed(run)`) to train, default all `config.runs`.
     """
     if config.repair:
         raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
@@ -205,15 +210,33 @@ def train_sweep(
         raise ValueError(f"runs_per_device must be at least 1, got {runs_per_device}")
     start = time.perf_counter()
     mesh = mesh if mesh is not None else runs_mesh()
-    group = config.runs if runs_per_device is None else runs_per_device * mesh.size
+    runs = list(range(config.runs) if runs is None else runs)
+    group = len(runs) if runs_per_device is None else runs_per_device * mesh.size
     out: list[dict[str, Any]] = []
-    for first in range(0, config.runs, group):
-        runs = range(first, min(first + group, config.runs))
-        out += _train_group(config, runs, mesh, scan_steps, on_epoch, on_diverged)
+    for first in range(0, len(runs), group):
+        batch = runs[first : first + group]
+        out += _train_group(config, batch, mesh, scan_steps, on_epoch, on_diverged)
     seconds = time.perf_counter() - start
     for run in out:
-        run["seconds"] = seconds / config.runs
+        run["seconds"] = seconds / len(runs)
     return {"runs": out, "summary": summarize(out)}
+
+
+def fastest_options() -> dict[str, Any]:
+    """`train_sweep`'s options measured fastest on this JAX backend (docs/BENCHMARKS.md): on
+    XLA:CPU (one device per core, `one_device_per_core`) one run per device, elsewhere every
+    run batched; scanned epochs on both."""
+    return {"runs_per_device": 1 if jax.default_backend() == "cpu" else None, "scan_steps": True}
+
+
+def one_device_per_core() -> None:
+    """Makes each CPU core an XLA device, so that a sweep can run one run per core. Effective
+    only before JAX starts its CPU backend (XLA_FLAGS is read then); an explicit device count
+    in XLA_FLAGS is kept."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        count = f"--xla_force_host_platform_device_count={os.cpu_count() or 1}"
+        os.environ["XLA_FLAGS"] = f"{flags} {count}".strip()
 
 
 def _train_group(

@@ -53,11 +53,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--curve-epochs", type=int, default=None, help="epochs of 2.3.1/2.4.1 (default: 50)"
     )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="train each Project I cell's missing runs together (jaxdl.sweep: one run per "
+        "core on a CPU, all batched on an accelerator): the same runs up to float rounding",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.sweep:
+        from jaxdl.sweep import one_device_per_core
+
+        one_device_per_core()  # before JAX starts (effective only then)
     scale = experiments.Scale.quick() if args.quick else experiments.Scale()
     overrides = {
         "runs": args.runs,
@@ -79,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = experiments.pending_epochs(plan, out)
     print(f"{len(plan.cells)} cells, {total} epochs to train", file=sys.stderr)
     with tqdm(total=total, unit="epoch", dynamic_ncols=True) as bar:
-        runs = experiments.run_plan(plan, out, bar.update)
+        runs = experiments.run_plan(plan, out, bar.update, together=args.sweep)
     seconds = time.perf_counter() - start
 
     command = "python scripts/reproduce_report.py " + shlex.join(

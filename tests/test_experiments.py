@@ -102,3 +102,24 @@ def test_arch_section_reruns_the_report_rows_with_the_options(tmp_path: Path, mn
     assert mlp_row in tables and "| 20.34 |" in tables  # the report's mlp row at 5 epochs
     assert configs[experiments.ARCH_S221_MLP].model_hparams() == {"hidden": (1024, 512)}
     assert len(list((out / "cache").iterdir())) == 8  # 4 recipes x 2 runs
+
+
+def test_cells_trained_together_are_the_loops_runs(tmp_path: Path):
+    # reproduce_report.py --sweep: a cell's missing runs through jaxdl.sweep, cached per run.
+    config = TrainConfig(
+        model="mlp", epochs=2, runs=3, nb=100, batch_size=25, source="bundled", schedule="sgdr"
+    )
+    loop = experiments.cached_runs(config, tmp_path / "loop")
+    together = experiments.cached_runs(config, tmp_path / "sweep", together=True)
+    assert [r["seed"] for r in together] == [r["seed"] for r in loop] == [0, 1, 2]
+    for a, b in zip(together, loop, strict=True):
+        assert a["test_error"] == b["test_error"] and a["train_error"] == b["train_error"]
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+    # A lost run in the middle (seeds 0 and 2 cached) is retrained alone, the same run again.
+    cache = tmp_path / "sweep"
+    lost = next(cache.glob("*-seed1.json"))
+    kept = {p: p.read_bytes() for p in cache.iterdir() if p != lost}
+    lost.unlink()
+    again = experiments.cached_runs(config, cache, together=True)
+    assert lost.exists() and again[1]["test_error"] == together[1]["test_error"]
+    assert all(p.read_bytes() == b for p, b in kept.items())  # the cached runs untouched
