@@ -211,14 +211,14 @@ def train_sweep(
     start = time.perf_counter()
     mesh = mesh if mesh is not None else runs_mesh()
     runs = list(range(config.runs) if runs is None else runs)
-    group = len(runs) if runs_per_device is None else runs_per_device * mesh.size
+    group = max(len(runs), 1) if runs_per_device is None else runs_per_device * mesh.size
     out: list[dict[str, Any]] = []
     for first in range(0, len(runs), group):
         batch = runs[first : first + group]
         out += _train_group(config, batch, mesh, scan_steps, on_epoch, on_diverged)
     seconds = time.perf_counter() - start
     for run in out:
-        run["seconds"] = seconds / len(runs)
+        run["seconds"] = seconds / len(out)
     return {"runs": out, "summary": summarize(out)}
 
 
