@@ -253,8 +253,9 @@ SEARCH: list[tuple[str, str, int]] = [
     # an entry): the MLP's 25-epoch row, still unmatched after the first round.
     ("mlp_h1024", "221", 200),
     ("mlp_h2048", "221", 100),
-    # A third CPU round (next session): the MLP's 80-epoch row, missed by (1024, 512) at batch
-    # 200 on seeds 0-9: larger batches (fewer steps, less late overfitting) and wider layers.
+    # A third CPU round (18:00-18:11 UTC, a later session): the MLP's 80-epoch row, missed by
+    # (1024, 512) at batch 200 on seeds 0-9: larger batches (fewer steps, less late
+    # overfitting) and wider layers.
     ("mlp_h1024", "221", 250),
     ("mlp_h2048", "221", 200),
 ]
@@ -265,7 +266,7 @@ def search_one(
 ) -> list[dict]:
     """`runs` seeds (first, first + 1, ...) of one variant trained together on one device:
     `vmap` over the runs, each epoch's steps in one `lax.scan` (`jaxdl.sweep.train_sweep`
-    with `scan_steps=True`: a GPU then pays one launch per epoch; XLA:CPU runs scanned
+    with `scan_steps=True`: a GPU then pays one launch per epoch; XLA:CPU runs vmapped
     convolutions slowly, so on a CPU this is for the MLPs). Each run's data, initialisation,
     order and dropout are drawn as `train.train_run` draws them."""
     from jaxdl import sweep
