@@ -274,7 +274,8 @@ def cached_runs(
         needs the longer run; length-independent schedules only), then cut to `config.epochs`.
       together: train a Project I recipe's missing runs of the same length together
         (`jaxdl.sweep`; the runs are cached when their group ends, so an interruption loses
-        the group in progress). Project II's runs always train together.
+        the group in progress); a re-paired recipe's runs still train one by one (the sweep
+        does not re-pair). Project II's runs always train together.
     """
     progress = progress or (lambda n: None)
     train_epochs = train_epochs or {}
@@ -296,7 +297,7 @@ def cached_runs(
         by_length.setdefault(epochs, []).append(seed)
     for epochs, group in by_length.items():
         recipe = config.replace(epochs=epochs)
-        if together:
+        if together and not recipe.repair:  # jaxdl.sweep does not re-pair: those run alone
             trained = _train_project1_together(recipe, group, progress)
         else:  # one at a time, each cached as soon as it ends
             trained = (_train_project1(recipe, [seed], progress)[0] for seed in group)

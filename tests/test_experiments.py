@@ -123,3 +123,14 @@ def test_cells_trained_together_are_the_loops_runs(tmp_path: Path):
     again = experiments.cached_runs(config, cache, together=True)
     assert lost.exists() and again[1]["test_error"] == together[1]["test_error"]
     assert all(p.read_bytes() == b for p, b in kept.items())  # the cached runs untouched
+
+
+def test_repaired_cells_train_one_by_one_under_together(tmp_path: Path):
+    # jaxdl.sweep refuses repair=True; reproduce_report.py --sweep must still train such cells
+    # (the beat section's +repair rows), run by run: the same runs as without --sweep.
+    config = TrainConfig(model="mlp", epochs=2, runs=2, nb=100, batch_size=25, source="bundled")
+    config = config.replace(repair=True)
+    loop = experiments.cached_runs(config, tmp_path / "loop")
+    together = experiments.cached_runs(config, tmp_path / "sweep", together=True)
+    for a, b in zip(together, loop, strict=True):
+        assert a["test_error"] == b["test_error"] and a["train_loss"] == b["train_loss"]
