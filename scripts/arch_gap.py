@@ -9,6 +9,7 @@ docs/RESULTS.md ("Why cnn and siamese trail the report").
     python scripts/arch_gap.py run sia_c64bn10 231 --runs 10     # appends one line per run
     python scripts/arch_gap.py table                              # Markdown table of every file
     python scripts/arch_gap.py offset     # 2.3.1's rows read at epochs e - 1, e, e + 1 (cache)
+    python scripts/arch_gap.py bn-stats --model cnn --repair   # is epoch 6's spike stale BN?
     python scripts/arch_gap.py search     # SEARCH, 20 seeds (100..) each, batched: for a GPU
     python scripts/arch_gap.py table --dir docs/results/arch_gap/search
 
@@ -367,6 +368,75 @@ def offset(results: Path = OUT.parent) -> str:
     return "\n".join(lines)
 
 
+def fresh_batch_stats(state: train.TrainState, x: jax.Array, key: jax.Array) -> Any:
+    """BatchNorm statistics of the whole set `x` under the state's weights (train mode, dropout
+    on, as during training): what the running averages would hold if the weights stood still.
+
+    One forward pass from zeroed statistics: Flax adds (1 - momentum) * the batch's statistic
+    to momentum * the old one, so dividing by (1 - momentum) leaves the batch's own.
+    """
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    _, updates = state.apply_fn(
+        {"params": state.params, "batch_stats": zeros},
+        x,
+        train=True,
+        rngs={"dropout": key},
+        mutable=["batch_stats"],
+    )
+    return jax.tree.map(lambda s: s / (1.0 - M.BN_MOMENTUM), updates["batch_stats"])
+
+
+def bn_stats(config: TrainConfig, runs: int, first: int) -> dict[str, np.ndarray]:
+    """Test error per epoch (%, runs x epochs) with the running BatchNorm statistics, as every
+    table reads it, and with `fresh_batch_stats` of the course's training pairs instead.
+
+    The epochs are train_run's (the same pairs, initialisation, order, dropout and re-pairing,
+    through the same `run_epoch`); only the second evaluation is extra.
+    """
+    stale, fresh = [], []
+    for seed in range(first, first + runs):
+        tr, te = train.load_pairs(config, seed)
+        model, tx = train.build(config)
+        init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
+        state = train.create_train_state(model, tx, init_key)
+        rows: tuple[list[float], list[float]] = ([], [])
+        for epoch in range(config.epochs):
+            epoch_key = jax.random.fold_in(shuffle_key, epoch)
+            epoch_train = tr
+            if config.repair and epoch > 0:
+                epoch_train = train._repair(jax.random.fold_in(epoch_key, 1), tr)
+            state, metrics = train.run_epoch(
+                state,
+                epoch_train,
+                te,
+                epoch_key,
+                batch_size=config.batch_size,
+                aux_weight=config.aux_weight,
+                shift=config.shift,
+            )
+            rows[0].append(100 * float(metrics["test_errors"]) / te.x.shape[0])
+            stats = fresh_batch_stats(state, tr.x, jax.random.fold_in(epoch_key, 2))
+            logit, _ = state.apply_fn(
+                {"params": state.params, "batch_stats": stats}, te.x, train=False
+            )
+            rows[1].append(100 * float(train.error_count(logit, te.target)) / te.x.shape[0])
+        stale.append(rows[0])
+        fresh.append(rows[1])
+        print(f"seed {seed}: epoch {config.epochs} {rows[0][-1]:.1f} / {rows[1][-1]:.1f} %")
+    return {"running": np.array(stale), "fresh": np.array(fresh)}
+
+
+def bn_stats_table(errors: dict[str, np.ndarray]) -> str:
+    epochs = errors["running"].shape[1]
+    lines = [
+        "| statistics | " + " | ".join(f"e{e}" for e in range(1, epochs + 1)) + " |",
+        "| --- |" + " --- |" * epochs,
+    ]
+    for name, te in errors.items():
+        lines.append(f"| {name} | " + " | ".join(f"{v:.2f}" for v in te.mean(0)) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -387,6 +457,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = sub.add_parser("table", help="print the Markdown table of every result file")
     t.add_argument("--dir", type=Path, default=OUT)
     sub.add_parser("offset", help="2.3.1's rows at epochs e - 1, e, e + 1 of the cached arch runs")
+    b = sub.add_parser("bn-stats", help="2.3.1's recipe: test error with running vs fresh BN stats")
+    b.add_argument("--model", default="cnn", choices=["mlp", "cnn", "siamese"])
+    b.add_argument("--repair", action="store_true")
+    b.add_argument("--epochs", type=int, default=7)
+    b.add_argument("--runs", type=int, default=10)
+    b.add_argument("--first-seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.cmd == "run":
         run(
@@ -401,6 +477,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         search(args.out, args.runs, args.first_seed, args.budget_s, args.only, args.epochs)
     elif args.cmd == "offset":
         print(offset())
+    elif args.cmd == "bn-stats":
+        config = TrainConfig(model=args.model, repair=args.repair, epochs=args.epochs)
+        print(bn_stats_table(bn_stats(config, args.runs, args.first_seed)))
     else:
         print(table(args.dir))
     return 0
