@@ -228,6 +228,12 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="augmentation: re-pair the training digits every epoch, targets from the classes",
     )
     p.add_argument(
+        "--fresh-bn",
+        action="store_true",
+        help="before each epoch's evaluation, recompute the BatchNorm statistics on the "
+        "epoch's training pairs (precise BN) instead of reading the running averages",
+    )
+    p.add_argument(
         "--nb",
         type=_positive_int,
         default=d.nb,
@@ -302,6 +308,10 @@ def parse_args(argv: Sequence[str] | None = None, prog: str | None = None) -> ar
         parser.error("argument --sweep: runs trained together keep no checkpoints; drop one")
     if args.sweep and args.repair:
         parser.error("argument --sweep: --repair re-pairs run by run; use it without --sweep")
+    if args.fresh_bn and not args.batchnorm:
+        parser.error("argument --fresh-bn: --no-batchnorm leaves no BatchNorm statistics")
+    if args.sweep and args.fresh_bn:
+        parser.error("argument --sweep: --fresh-bn runs run by run; use it without --sweep")
     if args.resume and args.checkpoint_dir is None:
         parser.error("argument --resume: needs --checkpoint-dir")
     if args.out is not None and (args.out / "results.json").exists() and not args.overwrite:
@@ -364,6 +374,7 @@ def configs_from_args(args: argparse.Namespace) -> list[TrainConfig]:
             head_input=args.head_input,
             shift=args.shift,
             repair=args.repair,
+            fresh_bn=args.fresh_bn,
             nb=args.nb,
             source=args.source,
             data_dir=args.data_dir,

@@ -66,6 +66,11 @@ class TrainConfig:
     # every epoch (targets from the classes).
     shift: int = 0
     repair: bool = False
+    # After each epoch's training, the BatchNorm running statistics are replaced by those of
+    # the epoch's training pairs under the new weights (one train-mode pass, no update), so
+    # evaluation does not read averages that lag behind the weights ("precise BN"; see
+    # docs/RESULTS.md, SGDR's epoch-6 spike).
+    fresh_bn: bool = False
     nb: int = 1000
     source: str = "auto"
     data_dir: str | None = None

@@ -206,6 +206,8 @@ def train_sweep(
     """
     if config.repair:
         raise ValueError("train_sweep does not re-pair (repair=True): use train.train_run")
+    if config.fresh_bn:
+        raise ValueError("train_sweep keeps running statistics (fresh_bn=True): use train_run")
     if runs_per_device is not None and runs_per_device < 1:
         raise ValueError(f"runs_per_device must be at least 1, got {runs_per_device}")
     start = time.perf_counter()

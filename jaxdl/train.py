@@ -37,6 +37,7 @@ __all__ = [
     "epoch_batches",
     "error_count",
     "evaluate",
+    "fresh_batch_stats",
     "make_optimizer",
     "run_epoch",
     "train_and_evaluate",
@@ -285,6 +286,30 @@ def _evaluate_both(
     }
 
 
+def fresh_batch_stats(state: TrainState, x: jax.Array, key: jax.Array) -> Any:
+    """BatchNorm statistics of the whole set `x` under the state's weights: one train-mode pass
+    (dropout on, as in training) over all of x as one batch; parameters untouched.
+
+    torch's twin resets the statistics and sets momentum=None for the pass (the batch's own
+    statistics). Flax adds (1 - momentum) * the batch's statistic to momentum * the old one,
+    so one pass from zeroed statistics divided by (1 - momentum) leaves the batch's own. The
+    variance stays in Flax's convention (biased, as Flax's running average; torch stores the
+    unbiased one: `convert.biased_to_unbiased`).
+    """
+    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
+    _, updates = state.apply_fn(
+        {"params": state.params, "batch_stats": zeros},
+        x,
+        train=True,
+        rngs={"dropout": key},
+        mutable=["batch_stats"],
+    )
+    return jax.tree.map(lambda s: s / (1.0 - models.BN_MOMENTUM), updates.get("batch_stats", {}))
+
+
+_fresh_batch_stats = jax.jit(fresh_batch_stats)
+
+
 @functools.partial(jax.jit, static_argnames=("n", "batch_size"))
 def _epoch_batches(key: jax.Array, n: int, batch_size: int) -> jax.Array:
     return epoch_batches(key, n, batch_size)
@@ -299,8 +324,11 @@ def run_epoch(
     batch_size: int,
     aux_weight: float,
     shift: int = 0,
+    fresh_bn: bool = False,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One epoch: shuffle (from `shuffle_key`), train, then evaluate on both sets (eval mode).
+    """One epoch: shuffle (from `shuffle_key`), train, then evaluate on both sets (eval mode);
+    with `fresh_bn`, the BatchNorm statistics are first recomputed on `train`
+    (`fresh_batch_stats`, dropout from `fold_in(shuffle_key, 2)`).
 
     Returns the new state and the epoch's metrics, still on device: `train_loss` (mean of the
     step losses, train mode), `train_errors`/`test_errors` (counts), `train_eval_loss`,
@@ -309,6 +337,9 @@ def run_epoch(
     """
     batch_idx = _epoch_batches(shuffle_key, train.x.shape[0], batch_size)
     state, steps = train_epoch(state, train, batch_idx, aux_weight, shift)
+    if fresh_bn:
+        stats = _fresh_batch_stats(state, train.x, jax.random.fold_in(shuffle_key, 2))
+        state = state.replace(batch_stats=stats)
     metrics = _evaluate_both(state, train, test, aux_weight=aux_weight)
     return state, {"train_loss": steps["loss"].mean(), "step_loss": steps["loss"], **metrics}
 
@@ -392,6 +423,7 @@ def train_run(
             batch_size=config.batch_size,
             aux_weight=config.aux_weight,
             shift=config.shift,
+            fresh_bn=config.fresh_bn,
         )
         m = jax.device_get(metrics)  # the only host transfer of the epoch
         row = {

@@ -7,12 +7,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 import torch
 from torch import nn
 
 import torch_reference.models as tmodels
-from jaxdl import convert, models
+import torch_reference.train as ttrain
+from jaxdl import convert, models, train
 from parity_tests.compare import assert_close, to_numpy
 from parity_tests.conftest import FLOAT32, Precision
 
@@ -178,6 +180,42 @@ def test_train_outputs_and_running_statistics_agree(
     gap = max(float(np.abs(raw[p] - np.asarray(torch_vars[p])).max()) for p in raw)
     has_bn1d = any(isinstance(m, nn.BatchNorm1d) for m in tmodel.modules())
     assert gap > (100 if has_bn1d else 2) * precision.tol.abs, gap
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=CASE_IDS)
+def test_fresh_batch_statistics_agree(
+    name: str, hparams: dict[str, Any], precision: Precision
+) -> None:
+    # --fresh-bn: both packages replace every running statistic by the set's own (dropout 0
+    # here, so both passes see the same activations).
+    tmodel = torch_model(name, precision, 4, **hparams)
+    variables = convert.torch_to_flax(tmodel.state_dict(), name)
+    x = pair_inputs(BATCH, 4, precision.numpy)
+    counts = _bn_counts(tmodel.eval(), torch.from_numpy(x))
+    ttrain.fresh_batch_stats(tmodel, torch.from_numpy(x))
+    model = models.create_model(name, dropout=0.0, **hparams)
+    state = train.TrainState.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+        tx=optax.identity(),
+        key=jax.random.PRNGKey(0),
+    )
+    fresh = _by_path(to_numpy(train.fresh_batch_stats(state, x, jax.random.PRNGKey(1))))
+    torch_stats = _by_path(convert.torch_to_flax(tmodel.state_dict(), name)["batch_stats"])
+    means = {p: s["mean"] for p, s in fresh.items()}
+    torch_means = {p: s["mean"] for p, s in torch_stats.items()}
+    assert_close(means, torch_means, precision.tol, check="fresh means")
+    # torch keeps the unbiased variance, Flax the biased one: exactly n/(n-1) apart.
+    unbiased = {
+        p: convert.biased_to_unbiased(s["var"], np.zeros_like(s["var"]), counts[p], 1.0)
+        for p, s in fresh.items()
+    }
+    torch_vars = {p: s["var"] for p, s in torch_stats.items()}
+    assert_close(unbiased, torch_vars, precision.tol, check="fresh variances (n/(n-1))")
+    # Not the statistics the models started with (so the comparison is not vacuous).
+    old = _by_path(to_numpy(variables["batch_stats"]))
+    assert max(float(np.abs(means[p] - old[p]["mean"]).max()) for p in means) > 1e-2
 
 
 def _by_path(stats: dict, prefix: str = "") -> dict[str, dict]:

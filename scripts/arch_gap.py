@@ -368,27 +368,10 @@ def offset(results: Path = OUT.parent) -> str:
     return "\n".join(lines)
 
 
-def fresh_batch_stats(state: train.TrainState, x: jax.Array, key: jax.Array) -> Any:
-    """BatchNorm statistics of the whole set `x` under the state's weights (train mode, dropout
-    on, as during training): what the running averages would hold if the weights stood still.
-
-    One forward pass from zeroed statistics: Flax adds (1 - momentum) * the batch's statistic
-    to momentum * the old one, so dividing by (1 - momentum) leaves the batch's own.
-    """
-    zeros = jax.tree.map(jnp.zeros_like, state.batch_stats)
-    _, updates = state.apply_fn(
-        {"params": state.params, "batch_stats": zeros},
-        x,
-        train=True,
-        rngs={"dropout": key},
-        mutable=["batch_stats"],
-    )
-    return jax.tree.map(lambda s: s / (1.0 - M.BN_MOMENTUM), updates["batch_stats"])
-
-
 def bn_stats(config: TrainConfig, runs: int, first: int) -> dict[str, np.ndarray]:
     """Test error per epoch (%, runs x epochs) with the running BatchNorm statistics, as every
-    table reads it, and with `fresh_batch_stats` of the course's training pairs instead.
+    table reads it, and with `train.fresh_batch_stats` of the course's training pairs instead
+    (evaluation only: training goes on from the running statistics, unlike `--fresh-bn`).
 
     The epochs are train_run's (the same pairs, initialisation, order, dropout and re-pairing,
     through the same `run_epoch`); only the second evaluation is extra.
@@ -415,7 +398,7 @@ def bn_stats(config: TrainConfig, runs: int, first: int) -> dict[str, np.ndarray
                 shift=config.shift,
             )
             rows[0].append(100 * float(metrics["test_errors"]) / te.x.shape[0])
-            stats = fresh_batch_stats(state, tr.x, jax.random.fold_in(epoch_key, 2))
+            stats = train.fresh_batch_stats(state, tr.x, jax.random.fold_in(epoch_key, 2))
             logit, _ = state.apply_fn(
                 {"params": state.params, "batch_stats": stats}, te.x, train=False
             )

@@ -66,28 +66,6 @@ def test_search_trains_like_train_run(tmp_path, mnist_dir, monkeypatch) -> None:
         np.testing.assert_allclose(row["train"], ref["train_error"], atol=0.006)
 
 
-def test_fresh_batch_stats_are_the_sets_own() -> None:
-    # With the fresh statistics, eval mode (running averages) must give what train mode (the
-    # batch's own statistics) gives on the same set: dropout 0, so the two passes agree.
-    from jaxdl import train
-    from jaxdl.config import TrainConfig
-
-    config = TrainConfig(model="cnn", dropout=0.0, nb=64, source="bundled")
-    model, tx = train.build(config)
-    state = train.create_train_state(model, tx, jax.random.PRNGKey(0))
-    x = jax.random.uniform(jax.random.PRNGKey(1), (64, 2, 14, 14), maxval=255.0)
-    stats = arch_gap.fresh_batch_stats(state, x, jax.random.PRNGKey(2))
-    variables = {"params": state.params, "batch_stats": stats}
-    (evaluated, _) = state.apply_fn(variables, x, train=False)
-    (trained, _), _ = state.apply_fn(variables, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(evaluated, trained, rtol=1e-4, atol=1e-4)
-    # ... and not what the initial running statistics (mean 0, variance 1) give.
-    (initial, _) = state.apply_fn(
-        {"params": state.params, "batch_stats": state.batch_stats}, x, train=False
-    )
-    assert float(jnp.max(jnp.abs(initial - trained))) > 1e-2
-
-
 def test_bn_stats_running_column_is_train_run(mnist_dir) -> None:
     # The probe's own epoch loop must be train_run's: the same test errors, re-pairing on.
     from jaxdl import train

@@ -125,6 +125,8 @@ BAD_FLAGS = [
     (["--head-input", "logits", "--model", "siamese", "cnn"], "--head-input: only siamese"),
     (["--sweep", "--checkpoint-dir", "ckpt"], "--sweep: runs trained together keep no checkpoints"),
     (["--sweep", "--repair"], "--sweep: --repair re-pairs run by run"),
+    (["--sweep", "--fresh-bn"], "--sweep: --fresh-bn runs run by run"),
+    (["--fresh-bn", "--no-batchnorm"], "--fresh-bn: --no-batchnorm leaves no BatchNorm"),
 ]
 
 

@@ -108,12 +108,14 @@ def test_repaired_section_reruns_the_report_rows_with_new_pairs(tmp_path: Path, 
     plan = experiments.make_plan(experiments.Scale(), ["repaired", "s221", "s231"])
     configs = {f"{c.section}/{c.name}": c.config for c in plan.cells}
     repaired = [c for c in plan.cells if c.section == "repaired"]
-    assert all(c.config.repair for c in repaired) and len(repaired) == 4
+    assert all(c.config.repair for c in repaired) and len(repaired) == 6
     # The report's own recipes, re-paired: only `repair` differs from the default cells.
     mlp = configs[f"repaired/{experiments.REPAIRED_S221_MLP}"]
     assert mlp == configs["s221/mlp dropout 0.4"].replace(repair=True)
     sia = configs[f"repaired/{experiments.REPAIRED_S231_SIAMESE}"]
     assert sia == configs["s231/siamese"].replace(repair=True)
+    fresh = configs[f"repaired/{experiments.REPAIRED_S231_CNN_FRESH}"]
+    assert fresh == configs["s231/cnn"].replace(repair=True, fresh_bn=True)
     assert len({experiments.cell_key(c.config) for c in plan.cells}) == len(plan.cells)
 
     scale = dataclasses.replace(experiments.Scale.quick(), s221_epochs=5, curve_epochs=6)
@@ -123,7 +125,9 @@ def test_repaired_section_reruns_the_report_rows_with_new_pairs(tmp_path: Path, 
     assert "re-paired every epoch" in tables
     assert "| mlp --repair | 0.4 | 5 | 2/2 |" in tables and "| 20.34 |" in tables
     assert "| Weight Sharing (siamese --repair) | 6 | 2/2 |" in tables and "| 12.77 |" in tables
+    assert "| Legacy CNN (cnn --repair --fresh-bn) | 6 | 2/2 |" in tables
     assert (out / "repaired_s231.png").stat().st_size > 0
+    assert (out / "repaired_fresh_bn.png").stat().st_size > 0
 
 
 def test_cells_trained_together_are_the_loops_runs(tmp_path: Path):

@@ -156,6 +156,24 @@ def evaluate(model: nn.Module, pairs: PairData, aux_weight: float) -> dict[str, 
     }
 
 
+@torch.no_grad()
+def fresh_batch_stats(model: nn.Module, x: torch.Tensor) -> None:
+    """Replaces every BatchNorm's running statistics by those of the whole set `x` under the
+    current weights: one train-mode pass (dropout on, as in training) with momentum=None from
+    reset statistics, i.e. the batch's own mean and unbiased variance. Parameters and the
+    training's random stream are untouched. Mirrors `jaxdl.train.fresh_batch_stats`."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.random.fork_rng(devices=[]):  # its dropout draws leave training's untouched
+        model(x)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+
+
 def run_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -167,14 +185,18 @@ def run_epoch(
     batch_size: int,
     aux_weight: float,
     shift: int = 0,
+    fresh_bn: bool = False,
 ) -> dict[str, Any]:
-    """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode).
+    """One epoch: shuffle, train, step the scheduler, evaluate on both sets (eval mode); with
+    `fresh_bn`, the BatchNorm statistics are first recomputed on `train` (`fresh_batch_stats`).
 
     `step_loss` holds the per-step losses, to locate a divergence.
     """
     batch_idx = epoch_batches(generator, train.x.shape[0], batch_size)
     steps = train_epoch(model, optimizer, train, batch_idx, aux_weight, shift, generator)
     scheduler.step()
+    if fresh_bn:
+        fresh_batch_stats(model, train.x)
     on_train = evaluate(model, train, aux_weight)
     on_test = evaluate(model, test, aux_weight)
     return {
@@ -300,6 +322,7 @@ def train_run(
             batch_size=config.batch_size,
             aux_weight=config.aux_weight,
             shift=config.shift,
+            fresh_bn=config.fresh_bn,
         )
         row = {
             "train_error": m["train_errors"] / n_train,
