@@ -369,44 +369,24 @@ def offset(results: Path = OUT.parent) -> str:
 
 
 def bn_stats(config: TrainConfig, runs: int, first: int) -> dict[str, np.ndarray]:
-    """Test error per epoch (%, runs x epochs) with the running BatchNorm statistics, as every
-    table reads it, and with `train.fresh_batch_stats` of the course's training pairs instead
-    (evaluation only: training goes on from the running statistics, unlike `--fresh-bn`).
+    """Test error per epoch (%, runs x epochs) as every table reads it (running BatchNorm
+    statistics) and with `--fresh-bn` (the statistics of the epoch's training pairs under the
+    current weights, `train.fresh_batch_stats`).
 
-    The epochs are train_run's (the same pairs, initialisation, order, dropout and re-pairing,
-    through the same `run_epoch`); only the second evaluation is extra.
+    Both are `train.train_run`: training reads batch statistics, so the two runs of a seed have
+    the same weights at every epoch (tests/test_train.py) and only what evaluation reads differs.
     """
-    stale, fresh = [], []
+    errors: dict[str, list[list[float]]] = {"running": [], "fresh": []}
     for seed in range(first, first + runs):
-        tr, te = train.load_pairs(config, seed)
-        model, tx = train.build(config)
-        init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
-        state = train.create_train_state(model, tx, init_key)
-        rows: tuple[list[float], list[float]] = ([], [])
-        for epoch in range(config.epochs):
-            epoch_key = jax.random.fold_in(shuffle_key, epoch)
-            epoch_train = tr
-            if config.repair and epoch > 0:
-                epoch_train = train._repair(jax.random.fold_in(epoch_key, 1), tr)
-            state, metrics = train.run_epoch(
-                state,
-                epoch_train,
-                te,
-                epoch_key,
-                batch_size=config.batch_size,
-                aux_weight=config.aux_weight,
-                shift=config.shift,
-            )
-            rows[0].append(100 * float(metrics["test_errors"]) / te.x.shape[0])
-            stats = train.fresh_batch_stats(state, tr.x, jax.random.fold_in(epoch_key, 2))
-            logit, _ = state.apply_fn(
-                {"params": state.params, "batch_stats": stats}, te.x, train=False
-            )
-            rows[1].append(100 * float(train.error_count(logit, te.target)) / te.x.shape[0])
-        stale.append(rows[0])
-        fresh.append(rows[1])
-        print(f"seed {seed}: epoch {config.epochs} {rows[0][-1]:.1f} / {rows[1][-1]:.1f} %")
-    return {"running": np.array(stale), "fresh": np.array(fresh)}
+        for name, fresh_bn in (("running", False), ("fresh", True)):
+            run = train.train_run(config.replace(seed=seed, fresh_bn=fresh_bn), 0)
+            errors[name].append([100 * e for e in run["test_error"]])
+        print(
+            f"seed {seed}: epoch {config.epochs} "
+            + " / ".join(f"{v[-1][-1]:.1f}" for v in errors.values())
+            + " %"
+        )
+    return {name: np.array(v) for name, v in errors.items()}
 
 
 def bn_stats_table(errors: dict[str, np.ndarray]) -> str:

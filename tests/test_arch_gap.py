@@ -66,14 +66,14 @@ def test_search_trains_like_train_run(tmp_path, mnist_dir, monkeypatch) -> None:
         np.testing.assert_allclose(row["train"], ref["train_error"], atol=0.006)
 
 
-def test_bn_stats_running_column_is_train_run(mnist_dir) -> None:
-    # The probe's own epoch loop must be train_run's: the same test errors, re-pairing on.
+def test_bn_stats_columns_are_train_runs(mnist_dir) -> None:
     from jaxdl import train
     from jaxdl.config import TrainConfig
 
     config = TrainConfig(model="cnn", epochs=3, nb=200, repair=True)
     errors = arch_gap.bn_stats(config, runs=1, first=4)
-    reference = train.train_run(config.replace(seed=4), 0)
-    np.testing.assert_allclose(errors["running"][0], np.array(reference["test_error"]) * 100)
-    assert errors["fresh"].shape == (1, 3) and np.all(np.isfinite(errors["fresh"]))
+    for name, fresh_bn in (("running", False), ("fresh", True)):
+        reference = train.train_run(config.replace(seed=4, fresh_bn=fresh_bn), 0)
+        np.testing.assert_allclose(errors[name][0], np.array(reference["test_error"]) * 100)
+    assert not np.array_equal(errors["running"], errors["fresh"])
     assert "| running |" in arch_gap.bn_stats_table(errors)
