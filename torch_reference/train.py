@@ -168,7 +168,8 @@ def fresh_batch_stats(model: nn.Module, x: torch.Tensor) -> None:
         m.reset_running_stats()
         m.momentum = None
     model.train()
-    with torch.random.fork_rng(devices=[]):  # its dropout draws leave training's untouched
+    # Its dropout draws leave training's random stream (CPU, or the tensor's GPU) untouched.
+    with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
         model(x)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
