@@ -13,6 +13,8 @@
     python scripts/speed_probes.py sharded-sweep      # 4 runs: loop vs one run per device
     python scripts/speed_probes.py bn-bound           # a siamese_aux step with / without BatchNorm
     python scripts/speed_probes.py scan-run           # one run: train_run's loop vs scanned epochs
+    python scripts/speed_probes.py overlap-eval       # one run: evaluations on a 2nd CPU device
+    python scripts/speed_probes.py step-matmuls       # the step's matmuls alone vs the whole step
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -361,12 +363,94 @@ def scan_run(rounds: int = 3) -> None:
         print(f"round {r}: " + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
 
 
+def overlap_eval(rounds: int = 3) -> None:
+    """One 25-epoch siamese_aux run by `train.train_run`, against the same run with each
+    epoch's two evaluations on the second CPU device, read back only after the next epoch's
+    steps are dispatched, so that they overlap with training (a probe: same numbers, checked)."""
+    cfg = TrainConfig(model="siamese_aux", epochs=25, runs=1)
+    main_device, eval_device = _two_cpu_devices()
+
+    def overlapped(run: int) -> tuple[float, list[float]]:
+        start = time.perf_counter()
+        seed = cfg.run_seed(run)
+        tr, te = train.load_pairs(cfg, seed)
+        tr_eval, te_eval = jax.device_put((tr, te), eval_device)
+        model, tx = train.build(cfg)
+        init_key, shuffle_key = jax.random.split(jax.random.PRNGKey(seed))
+        state = train.create_train_state(model, tx, init_key)
+        pending, test_errors = None, []
+        for epoch in range(cfg.epochs):
+            key = jax.random.fold_in(shuffle_key, epoch)
+            batches = train._epoch_batches(key, tr.x.shape[0], cfg.batch_size)
+            state, _ = train.train_epoch(state, tr, batches, cfg.aux_weight)
+            on_eval = jax.device_put(state, eval_device)
+            metrics = train._evaluate_both(on_eval, tr_eval, te_eval, aux_weight=cfg.aux_weight)
+            if pending is not None:  # the previous epoch's, read while this one evaluates
+                test_errors.append(float(jax.device_get(pending["test_errors"])) / te.x.shape[0])
+            pending = metrics
+        test_errors.append(float(jax.device_get(pending["test_errors"])) / te.x.shape[0])
+        return time.perf_counter() - start, test_errors
+
+    with jax.default_device(main_device):
+        overlapped(0)
+        train.train_run(cfg, 0)  # compiles
+        for r in range(rounds):
+            seconds, test_errors = overlapped(r + 1)
+            result = train.train_run(cfg, r + 1)
+            same = "same" if test_errors == result["test_error"] else "DIFFERENT"
+            print(
+                f"round {r}: train_run {result['seconds']:.2f} s, evaluations overlapped "
+                f"{seconds:.2f} s ({same} test errors)"
+            )
+
+
+def step_matmuls(rounds: int = 3) -> None:
+    """A siamese_aux step (100 digits) against its largest matmuls timed alone: the 32 -> 64
+    convolution's forward, input gradient and kernel gradient (as jaxdl's CPU step computes
+    them), the 1 -> 32 convolution's forward and kernel gradient, and fc1's three products."""
+    key = jax.random.PRNGKey(0)
+
+    def rand(*shape: int) -> jax.Array:
+        return jax.random.normal(jax.random.fold_in(key, sum(shape)), shape)
+
+    p2, w2, g2 = rand(4900, 288), rand(288, 64), rand(4900, 64)
+    p1, w1, g1 = rand(19600, 9), rand(9, 32), rand(19600, 32)
+    h, wf, gf = rand(100, 576), rand(576, 100), rand(100, 100)
+    products = {
+        "conv2 forward": (lambda a, b: a @ b, p2, w2),
+        "conv2 input gradient": (lambda a, b: a @ b.T, g2, w2),
+        "conv2 kernel gradient": (lambda a, b: a.T @ b, p2, g2),
+        "conv1 forward": (lambda a, b: a @ b, p1, w1),
+        "conv1 kernel gradient": (lambda a, b: a.T @ b, p1, g1),
+        "fc1 forward": (lambda a, b: a @ b, h, wf),
+        "fc1 input gradient": (lambda a, b: a @ b.T, gf, wf),
+        "fc1 kernel gradient": (lambda a, b: a.T @ b, h, gf),
+    }
+    cfg = TrainConfig(model="siamese_aux")
+    model, tx = train.build(cfg)
+    tr, _ = train.load_pairs(cfg, 0)
+    idx = train.epoch_batches(jax.random.PRNGKey(1), cfg.nb, cfg.batch_size)
+    holder = [train.create_train_state(model, tx, jax.random.PRNGKey(0))]
+
+    def step() -> Any:
+        holder[0], _ = train.train_batch(holder[0], tr, idx, 0, aux_weight=0.8, shift=0)
+        return holder[0]
+
+    for r in range(rounds):
+        times = {name: _ms(jax.jit(fn), a, b, n=200) for name, (fn, a, b) in products.items()}
+        step_ms = benchmark.time_calls(step, 150, warmup=5).median * 1e3
+        listed = ", ".join(f"{k} {v:.2f}" for k, v in times.items())
+        total = sum(times.values())
+        print(f"round {r}: {listed} ms; matmuls {total:.2f} ms, step {step_ms:.2f} ms")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     two_device_probes = {
         "batch-split": batch_split,
         "two-runs": two_runs,
         "sharded-sweep": sharded_sweep,
+        "overlap-eval": overlap_eval,
     }
     p.add_argument(
         "probe",
@@ -379,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "k5-grad",
             "bn-bound",
             "scan-run",
+            "step-matmuls",
             *two_device_probes,
         ],
     )
@@ -398,12 +483,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         probes = {"conv-forms": conv_forms, "slice-step": slice_step, "devices": devices}
         probes["bn-bound"] = bn_bound
         probes["scan-run"] = scan_run
+        probes["step-matmuls"] = step_matmuls
         probes[args.probe]()
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] in ("batch-split", "two-runs", "sharded-sweep"):
+    two_devices = ("batch-split", "two-runs", "sharded-sweep", "overlap-eval")
+    if len(sys.argv) > 1 and sys.argv[1] in two_devices:
         # Two CPU devices; effective only because JAX has not started a backend yet.
         flags = os.environ.get("XLA_FLAGS", "")
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=2"
