@@ -69,6 +69,10 @@ def test_project1_measurements(record: tuple[dict[str, Any], str]) -> None:
     jx = mlp["jax"]
     _positive_seconds(jx["step"])
     _positive_seconds(jx["run"])
+    _positive_seconds(jx["scanned_run"])
+    # The one-run figure is the faster of train_run's loop and the scanned epochs.
+    runs = {"loop": jx["run"]["median_s"], "scanned": jx["scanned_run"]["median_s"]}
+    assert jx["run_best_s"] == min(runs.values()) == runs[jx["run_chosen"]]
     assert jx["compile_s"] >= 0
     assert jx["step_flops"] > 0 and jx["eval_flops"] > 0
     assert jx["run_flops"] == pytest.approx(
@@ -114,6 +118,7 @@ def test_table_has_a_row_per_measurement(record: tuple[dict[str, Any], str]) -> 
     rows = [line for line in table.splitlines() if line.startswith("| ")]
     assert len(rows) == 1 + 3 + 2  # header; mlp step, run, sweep; disk run, sweep
     assert "P-I mlp: one run" in table and "P-II disk: 2-run sweep" in table
+    assert "scanned " in table
 
 
 def test_quick_is_small() -> None:
