@@ -15,6 +15,7 @@
     python scripts/speed_probes.py scan-run           # one run: train_run's loop vs scanned epochs
     python scripts/speed_probes.py overlap-eval       # one run: evaluations on a 2nd CPU device
     python scripts/speed_probes.py step-matmuls       # the step's matmuls alone vs the whole step
+    python scripts/speed_probes.py profile-step       # where a step's time goes (jax.profiler)
 
 Medians of repeated timings after warm-up, each call waited for; no result is asserted.
 """
@@ -444,6 +445,64 @@ def step_matmuls(rounds: int = 3) -> None:
         print(f"round {r}: {listed} ms; matmuls {total:.2f} ms, step {step_ms:.2f} ms")
 
 
+def profile_step(steps: int = 20, top: int = 12) -> None:
+    """A siamese_aux step under `jax.profiler.trace`: the step's median time (untraced, and
+    over the traced steps), how many XLA:CPU thunks (compiled operations) a step runs, the sum
+    of their own times (against the traced step's: what is left is idle time or dispatch),
+    and the slowest thunks with what they compute."""
+    import collections
+    import gzip
+    import json
+    import re
+    import tempfile
+    from pathlib import Path
+
+    cfg = TrainConfig(model="siamese_aux")
+    model, tx = train.build(cfg)
+    tr, _ = train.load_pairs(cfg, 0)
+    idx = train.epoch_batches(jax.random.PRNGKey(1), cfg.nb, cfg.batch_size)
+    holder = [train.create_train_state(model, tx, jax.random.PRNGKey(0))]
+
+    def step() -> Any:
+        holder[0], _ = train.train_batch(holder[0], tr, idx, 0, aux_weight=0.8, shift=0)
+        return holder[0]
+
+    step_ms = benchmark.time_calls(step, 150, warmup=5).median * 1e3
+    hlo = train.train_batch.lower(holder[0], tr, idx, 0, aux_weight=0.8, shift=0).compile()
+    hlo_text = hlo.as_text()
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            jax.block_until_ready(holder[0])
+            traced_ms = (time.perf_counter() - start) / steps * 1e3
+        trace = next(Path(folder).rglob("*.trace.json.gz"))
+        events = json.loads(gzip.decompress(trace.read_bytes()))["traceEvents"]
+    # Thunks are the trace's complete events named after HLO instructions; the rest are the
+    # runtime's own spans (executor, Python, thread pool waits).
+    runtime = ("ThunkExecutor", "$", "Pjit", "Slinky", "Common")
+    own_us: collections.Counter[str] = collections.Counter()
+    count = 0
+    for e in events:
+        if e.get("ph") == "X" and not e["name"].startswith(runtime):
+            own_us[e["name"]] += e["dur"]
+            count += 1
+
+    def what(name: str) -> str:
+        m = re.search(rf"%{re.escape(name)} = (\S+) .*?op_name=\"([^\"]*)\"", hlo_text)
+        return f"{m.group(1)} {m.group(2).split('/', 1)[-1][-60:]}" if m else ""
+
+    total_ms = sum(own_us.values()) / steps / 1e3
+    print(
+        f"step {step_ms:.2f} ms (150-call median), {traced_ms:.2f} ms traced; "
+        f"{count / steps:.0f} thunks a step, their own times {total_ms:.2f} ms a step"
+    )
+
+    for name, us in own_us.most_common(top):
+        print(f"  {us / steps / 1e3:6.3f} ms  {name:32s} {what(name)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     two_device_probes = {
@@ -464,6 +523,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bn-bound",
             "scan-run",
             "step-matmuls",
+            "profile-step",
             *two_device_probes,
         ],
     )
@@ -484,6 +544,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         probes["bn-bound"] = bn_bound
         probes["scan-run"] = scan_run
         probes["step-matmuls"] = step_matmuls
+        probes["profile-step"] = profile_step
         probes[args.probe]()
     return 0
 
